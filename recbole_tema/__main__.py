@@ -1,0 +1,5 @@
+import sys
+
+from recbole_tema.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Fixes for RecBole 1.2.1 on today's stack (torch >= 2.6, numpy, ray), applied once on import.
+
+Each fix is here because of a failure measured on this stack; see the README's "Stack" section.
+"""
+
+import numpy as np
+import torch
+
+_APPLIED = False
+
+# numpy 2 removed aliases that RecBole's Config (np.float_) and ray (np.bool8) still use.
+_NUMPY_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "str_", "bool8": "bool_"}
+
+
+def _restore_numpy_aliases():
+    for alias, target in _NUMPY_ALIASES.items():
+        if not hasattr(np, alias):
+            setattr(np, alias, getattr(np, target))
+
+
+def _switch_off_anomaly_detection():
+    # recbole/model/sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True)
+    # at import, and the package __init__ imports it: every model then trains ~2x slower.
+    import recbole.model.sequential_recommender  # noqa: F401  (the import that turns it on)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+def apply():
+    """Apply every fix once; safe to call many times."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _restore_numpy_aliases()
+    _switch_off_anomaly_detection()
+    _APPLIED = True
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a RecBole checkpoint written by this user's own training run.
+
+    RecBole pickles its Config into checkpoints, which torch >= 2.6 refuses under its default
+    ``weights_only=True``. Only call this on files the user made.
+    """
+    return torch.load(path, map_location=map_location, weights_only=False)

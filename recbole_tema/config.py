@@ -1,0 +1,81 @@
+"""RecBole's Config, plus the plugin's models, property files and cross-domain defaults."""
+
+import copy
+from pathlib import Path
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_tema import compat
+from recbole_tema.data.builtin import ensure_builtin_dataset
+from recbole_tema.data.domains import DEFAULT_DOMAIN_FIELD
+from recbole_tema.evaluation.protocol import parse_eval_mode
+from recbole_tema.registry import get_model
+
+PROPERTIES = Path(__file__).parent / "properties"
+
+
+def _item_header(dataset_dir, dataset, separator):
+    path = Path(dataset_dir) / f"{dataset}.item"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(separator)]
+
+
+class Config(RecBoleConfig):
+    """Loads, in order of increasing priority: RecBole's defaults, the plugin's
+    ``properties/overall.yaml``, ``properties/model/<Model>.yaml`` and
+    ``properties/dataset/<dataset>.yaml``, then the user's files, dict and command line.
+
+    For a dataset whose ``.item`` has a domain column it also switches on the cross-domain
+    protocol: ``eval_args.mode`` ``full`` or ``uniN`` is recorded in ``cd_eval_negatives`` and
+    RecBole is asked for full-sort loaders, whose scores the protocol ranks within the domain.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        compat.apply()
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        self.plugin_dataset_keys = set()
+        for path in (PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model}.yaml"):
+            if path.is_file():
+                self._update_internal_config_dict(str(path))
+        dataset_file = PROPERTIES / "dataset" / f"{dataset}.yaml"
+        if dataset_file.is_file():
+            values = self._update_internal_config_dict(str(dataset_file)) or {}
+            self.plugin_dataset_keys = set(values)
+            self.parameters["Dataset"] += [key for key in values if key not in self.parameters["Dataset"]]
+
+    def _set_default_parameters(self):
+        config = self.final_config_dict
+        if config.get("loss_type") == "CE" and "train_neg_sample_args" not in self.external_config_dict:
+            # RecBole 1.2.1 refuses CE models (SASRec, ...) unless the user unsets its default sampler.
+            config["train_neg_sample_args"] = None
+        super()._set_default_parameters()
+        ensure_builtin_dataset(self.dataset, config["data_path"])
+        config["DOMAIN_FIELD"] = config.get("DOMAIN_FIELD") or DEFAULT_DOMAIN_FIELD
+        header = _item_header(config["data_path"], self.dataset, config["field_separator"])
+        # The protocol ranks leave-one-out targets of sequences: it applies to sequential models.
+        config["cross_domain"] = config["DOMAIN_FIELD"] in header and config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        if not config["cross_domain"]:
+            return
+        if "load_col" not in self.external_config_dict and "load_col" not in self.plugin_dataset_keys:
+            # RecBole's default loads only user and item ids: no time order, no domain, no features.
+            config["load_col"] = {
+                "inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]],
+                "item": header,
+            }
+        eval_args = copy.deepcopy(config["eval_args"])
+        config["cd_eval_negatives"] = {phase: parse_eval_mode(eval_args["mode"][phase]) for phase in ("valid", "test")}
+        eval_args["mode"] = {"valid": "full", "test": "full"}
+        config["eval_args"] = eval_args

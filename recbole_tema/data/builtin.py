@@ -1,0 +1,87 @@
+"""Datasets built in: made on first use from data that ships with an installed package."""
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import recbole
+
+ML100K_CD = "ml-100k-cd"
+KEEP_LAST = 50
+
+
+def _recbole_ml100k():
+    return Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
+
+
+def _read_atomic(path):
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = [column.split(":")[0] for column in next(reader)]
+        return [dict(zip(header, row)) for row in reader]
+
+
+def _write_atomic(path, header, rows):
+    """Write a tab-separated atomic file under a temporary name, then rename it into place."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
+            handle.write("\t".join(header) + "\n")
+            for row in rows:
+                handle.write("\t".join(str(value) for value in row) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def build_ml100k_cd(dataset_dir):
+    """Two-domain ml-100k: a movie is in domain ``drama`` if Drama is among its genres, else ``other``.
+
+    That rule gives 725 drama and 957 other movies. Each user keeps the last ``KEEP_LAST`` ratings
+    (as CDSR benchmarks cap histories: Food-Kitchen keeps 10 to 50 per user), which keeps the demo
+    fast on a CPU. Timestamps are ml-100k's, made strictly increasing within each user: ratings in
+    the same second are ordered by item id and moved forward by whole seconds.
+    """
+    source = _recbole_ml100k()
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+
+    items = _read_atomic(source / "ml-100k.item")
+    domain_of = {row["item_id"]: "drama" if "Drama" in row["class"].split() else "other" for row in items}
+    _write_atomic(
+        dataset_dir / f"{ML100K_CD}.item",
+        ["item_id:token", "domain:token", "title:token_seq"],
+        ((row["item_id"], domain_of[row["item_id"]], row["movie_title"]) for row in items),
+    )
+
+    ratings = _read_atomic(source / "ml-100k.inter")
+    ratings.sort(key=lambda row: (int(row["user_id"]), int(row["timestamp"]), int(row["item_id"])))
+    by_user = {}
+    for row in ratings:
+        by_user.setdefault(row["user_id"], []).append(row)
+    rows = []
+    for user_rows in by_user.values():
+        last_time = None
+        for row in user_rows[-KEEP_LAST:]:
+            time = int(row["timestamp"])
+            if last_time is not None and time <= last_time:
+                time = last_time + 1
+            rows.append((row["user_id"], row["item_id"], row["rating"], time))
+            last_time = time
+    # The .inter file is written last: its presence marks a complete dataset.
+    _write_atomic(
+        dataset_dir / f"{ML100K_CD}.inter",
+        ["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
+        rows,
+    )
+
+
+BUILDERS = {ML100K_CD: build_ml100k_cd}
+
+
+def ensure_builtin_dataset(name, dataset_dir):
+    """Build a built-in dataset into ``dataset_dir`` unless its files are already there."""
+    if name in BUILDERS and not (Path(dataset_dir) / f"{name}.inter").is_file():
+        BUILDERS[name](dataset_dir)

@@ -1,0 +1,96 @@
+"""A trainer mixin that evaluates any RecBole trainer's model with the cross-domain protocol."""
+
+import torch
+from recbole.utils import set_color
+from tqdm import tqdm
+
+from recbole_tema.compat import load_checkpoint
+
+
+class CrossDomainEvaluation:
+    """Mix in before a RecBole trainer class: replaces ``evaluate`` (and checkpoint reloads).
+
+    Model selection is unchanged: RecBole's ``fit`` reads ``valid_metric`` from the dict returned
+    here, so any overall or per-domain key (``mrr``, ``ndcg@10/food``) can select the model.
+    """
+
+    protocol = None
+
+    def attach_protocol(self, protocol):
+        self.protocol = protocol
+        return self
+
+    def _load_best(self, model_file):
+        checkpoint_file = model_file or self.saved_model_file
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+
+    def resume_checkpoint(self, resume_file):
+        # Same as RecBole's, but through load_checkpoint: its torch.load fails on torch >= 2.6.
+        self.saved_model_file = str(resume_file)
+        checkpoint = load_checkpoint(self.saved_model_file, map_location=self.device)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning("The checkpoint was written by another model; loading its state_dict may fail.")
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _score_all_items(self, interaction):
+        """[B, n_items] scores; models without full_sort_predict are scored item by item in batches."""
+        n_items = self.protocol.domains.item_domain.numel()
+        try:
+            return self.model.full_sort_predict(interaction).view(len(interaction), n_items)  # [B, n_items]
+        except NotImplementedError:
+            pass
+        repeated = interaction.repeat_interleave(n_items)  # B * n_items rows
+        all_items = torch.arange(n_items, device=self.device).repeat(len(interaction))  # [B * n_items]
+        repeated.update(type(interaction)({self.config["ITEM_ID_FIELD"]: all_items}))
+        scores = torch.cat([self.model.predict(chunk) for chunk in _chunks(repeated, self.config["eval_batch_size"])])
+        return scores.view(len(interaction), n_items)  # [B, n_items]
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return None
+        if self.protocol is None:
+            raise RuntimeError("A cross-domain trainer needs attach_protocol(CrossDomainProtocol(...)) first.")
+        if load_best_model:
+            self._load_best(model_file)
+        self.model.eval()
+        phase = getattr(eval_data, "cd_phase", None)
+        drawn = self.protocol.candidates(eval_data._dataset, phase)
+        batches = eval_data
+        if show_progress:
+            batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
+        all_ranks, all_domains = [], []
+        for batched_data in batches:
+            interaction = batched_data[0].to(self.device)
+            targets = interaction[self.config["ITEM_ID_FIELD"]]  # [B]
+            domains = self.protocol.check_targets(targets.cpu())  # [B]
+            candidates = None
+            if drawn is not None:
+                table, row_of_user = drawn
+                rows = row_of_user[interaction[self.config["USER_ID_FIELD"]].cpu()]  # [B]
+                candidates = table[rows].to(self.device)  # [B, N]
+            scores = self._score_all_items(interaction)  # [B, n_items]
+            all_ranks.append(self.protocol.rank(scores.float(), targets, candidates).cpu())
+            all_domains.append(domains)
+        return self.protocol.summarize(torch.cat(all_ranks), torch.cat(all_domains))
+
+
+def _chunks(interaction, size):
+    for start in range(0, len(interaction), size):
+        yield interaction[start : start + size]
+
+
+def cross_domain_trainer_class(trainer_class):
+    """The trainer class a model uses, with the cross-domain protocol mixed in."""
+    if issubclass(trainer_class, CrossDomainEvaluation):
+        return trainer_class
+    return type(f"CrossDomain{trainer_class.__name__}", (CrossDomainEvaluation, trainer_class), {})

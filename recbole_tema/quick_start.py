@@ -1,0 +1,74 @@
+"""One pipeline (config -> data -> model -> trainer) for plugin and RecBole models alike."""
+
+from logging import getLogger
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_trainer, init_logger, init_seed, set_color
+
+from recbole_tema import compat
+from recbole_tema.config import Config
+from recbole_tema.evaluation.protocol import CrossDomainProtocol
+from recbole_tema.evaluation.trainer import cross_domain_trainer_class
+from recbole_tema.registry import get_model
+
+
+def _prepare(config):
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    valid_data.cd_phase, test_data.cd_phase = "valid", "test"
+    return dataset, train_data, valid_data, test_data
+
+
+def build_trainer(config, model, train_data):
+    """The model's RecBole trainer; on a cross-domain dataset, with the cross-domain protocol."""
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if not config["cross_domain"]:
+        return trainer_class(config, model)
+    trainer = cross_domain_trainer_class(trainer_class)(config, model)
+    return trainer.attach_protocol(CrossDomainProtocol(config, train_data._dataset))
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train and test one model, as RecBole's ``run_recbole`` does; returns its result dict."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset, train_data, valid_data, test_data = _prepare(config)
+    logger.info(dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+
+    trainer = build_trainer(config, model, train_data)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def load_data_and_model(model_file):
+    """Reload a checkpoint written by the trainer: (config, model, dataset, train, valid, test data)."""
+    compat.apply()
+    checkpoint = compat.load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data = _prepare(config)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
