@@ -1,0 +1,1 @@
+"""Enrichment stages: tags, text / tag / CLIP embeddings, reduction; each cached and resumable."""
