@@ -1,0 +1,333 @@
+"""ABXI: A-B-Cross-to-Invariant learning recommender for cross-domain sequential recommendation.
+
+Reference: Qingtian Bian, Marcus de Carvalho, Tieying Li, Jiaxing Xu, Hui Fang, Yiping Ke.
+"ABXI: Invariant Interest Adaptation for Task-Guided Cross-Domain Sequential Recommendation".
+WWW 2025 (arXiv 2501.15118); architecture and defaults follow the authors' public code v2.1.
+
+One shared encoder (causal self-attention + SwiGLU feed-forward, post-norm) reads the merged
+sequence and one sub-sequence per domain; a domain LoRA (dLoRA) per sequence adapts the shared
+feed-forward to it. An invariant projector extracts domain-invariant interests from the merged
+representation, and an invariant LoRA (iLoRA) per domain adapts them to that domain. The
+prediction for a target of domain d adds the invariant part and the domain-d part.
+
+Task-guided alignment: at every position t the domain-d sub-sequence is non-empty only when the
+item that follows position t (the task) belongs to d, and there it holds the latest domain-d item
+seen up to t; so each domain representation is read exactly where it is used to predict an item of
+its own domain. At inference the next domain is unknown, so the last position is filled for every
+domain and each item is scored with the representation of its own domain.
+
+Training (``train_objective``): ``sequence`` is ABXI's: InfoNCE at every position of each user's
+whole training sequence, once per epoch (only the longest training row of each user is used; the
+other augmented rows of a batch are skipped). ``next_item`` uses every augmented row RecBole gives,
+with the loss at its last position only (the same (history, target) pairs, one target per row).
+Negatives are ``train_neg_per_domain`` items drawn per batch from every domain (ABXI draws them per
+position), excluding the user's training items.
+"""
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+
+from recbole_tema.data.domains import ItemDomains
+from recbole_tema.errors import ConfigurationError
+
+TRAIN_OBJECTIVES = ("sequence", "next_item")
+
+
+class LoRA(nn.Module):
+    """Low-rank update h -> h A B added beside a shared layer. B starts at zero, so the adapter starts silent;
+    rank 0 switches it off: no parameters, a zero update."""
+
+    def __init__(self, dim, rank):
+        super().__init__()
+        # The 1/50 scale matches the 0.02 std of the other weights (as in the authors' code).
+        self.down = nn.Parameter(torch.randn(dim, rank) / 50)
+        self.up = nn.Parameter(torch.zeros(rank, dim))
+
+    def forward(self, h):
+        return h @ self.down @ self.up  # [..., dim]
+
+
+class SwiGLU(nn.Module):
+    """Feed-forward W3 (silu(W2 h) * W1 h), no biases; the caller adds residual and norm."""
+
+    def __init__(self, dim, inner):
+        super().__init__()
+        self.fc_value = nn.Linear(dim, inner, bias=False)
+        self.fc_gate = nn.Linear(dim, inner, bias=False)
+        self.fc_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, h):
+        return self.fc_out(F.silu(self.fc_gate(h)) * self.fc_value(h))  # [..., dim]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with post-norm residual; a position sees earlier real items and itself."""
+
+    def __init__(self, dim, n_heads, dropout):
+        super().__init__()
+        if dim % n_heads:
+            raise ConfigurationError(f"ABXI: embedding_size [{dim}] must be divisible by n_heads [{n_heads}].")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, h, real):
+        # h: [N, L, H], real: [N, L] bool
+        N, L, H = h.shape
+        q, k, v = self.qkv(h).split(H, dim=-1)  # 3 x [N, L, H]
+        q, k, v = (x.view(N, L, self.n_heads, H // self.n_heads).transpose(1, 2) for x in (q, k, v))  # [N, nh, L, hd]
+        causal = torch.ones(L, L, dtype=torch.bool, device=h.device).tril()  # [L, L]
+        # Padding keys are hidden; the diagonal stays open so a padding query never sees an empty row (NaN).
+        allowed = causal & (real.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=h.device))  # [N, L, L]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))  # [N, nh, L, hd]
+        a = self.out(a.transpose(1, 2).reshape(N, L, H))  # [N, L, H]
+        return self.norm(h + self.dropout(a)) * real.unsqueeze(-1)  # [N, L, H]
+
+
+class ABXI(SequentialRecommender):
+    r"""ABXI (Bian et al., WWW 2025) for two or more domains read from the ``domain`` item field."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["embedding_size"]
+        self.n_heads = config["n_heads"]
+        self.inner_size = config["inner_size"]
+        self.dropout_prob = config["dropout_prob"]
+        self.dlora_rank = config["dlora_rank"]
+        self.ilora_rank = config["ilora_rank"]
+        self.temperature = config["temperature"]
+        self.n_neg = config["train_neg_per_domain"]
+        self.train_objective = config["train_objective"]
+        if self.train_objective not in TRAIN_OBJECTIVES:
+            raise ConfigurationError(
+                f"ABXI: train_objective [{self.train_objective}] must be one of {list(TRAIN_OBJECTIVES)}."
+            )
+        for key in ("dlora_rank", "ilora_rank"):
+            if config[key] < 0:
+                raise ConfigurationError(f"ABXI: {key} [{config[key]}] must be >= 0 (0 switches the adapter off).")
+
+        domains = ItemDomains.from_dataset(dataset)
+        if domains.num_domains < 2:
+            raise ConfigurationError(
+                f"ABXI is a cross-domain model: dataset [{dataset.dataset_name}] has {domains.num_domains} "
+                f"domain(s) {domains.names} in its [{domains.field}] item field; it needs 2 or more."
+            )
+        self.domain_names = domains.names
+        self.n_domains = domains.num_domains
+        self.register_buffer("item_domain", domains.item_domain.clone(), persistent=False)  # [n_items]
+        for d in range(self.n_domains):
+            pool = torch.nonzero(domains.masks[d]).squeeze(1)  # [n_items_d]
+            self.register_buffer(f"pool_{d}", pool, persistent=False)
+        last_len, last_item = self._longest_training_rows(dataset)
+        self.register_buffer("last_train_len", last_len, persistent=False)  # [n_users]
+        self.register_buffer("last_train_item", last_item, persistent=False)  # [n_users]
+
+        H, D = self.hidden_size, self.n_domains
+        self.item_embedding = nn.Embedding(self.n_items, H, padding_idx=0)
+        # Positions count back from the newest real item (1) of each sequence; 0 is padding.
+        self.position_embedding = nn.Embedding(self.max_seq_length + 1, H, padding_idx=0)
+        self.dropout = nn.Dropout(self.dropout_prob)
+
+        # Shared encoder: one attention layer and one feed-forward for every sequence.
+        self.attention = CausalSelfAttention(H, self.n_heads, self.dropout_prob)
+        self.ffn = SwiGLU(H, self.inner_size)
+        # Sequence 0 is the merged one, sequence 1 + d is domain d's.
+        self.dlora = nn.ModuleList([LoRA(H, self.dlora_rank) for _ in range(D + 1)])
+        self.norm_seq = nn.ModuleList([nn.LayerNorm(H) for _ in range(D + 1)])
+
+        # Invariant projector on the merged representation, adapted to each domain by its iLoRA.
+        self.proj_inv = SwiGLU(H, self.inner_size)
+        self.ilora = nn.ModuleList([LoRA(H, self.ilora_rank) for _ in range(D)])
+        self.norm_inv = nn.ModuleList([nn.LayerNorm(H) for _ in range(D)])
+        # Domain projectors on the domain representations.
+        self.proj_dom = nn.ModuleList([SwiGLU(H, self.inner_size) for _ in range(D)])
+        self.norm_dom = nn.ModuleList([nn.LayerNorm(H) for _ in range(D)])
+
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        # As the authors: N(0, 0.02) linears, truncated N(0, 0.02) embeddings; LoRA inits itself.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, mean=0.0, std=0.02, a=-0.04, b=0.04)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _longest_training_rows(self, dataset):
+        """Per user, (length, target) of its last training row: the row that holds its whole training sequence.
+
+        RecBole builds the model from the training split, whose augmented rows are sorted by user and time.
+        """
+        n_users = dataset.user_num
+        last_len = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
+        last_item = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
+        inter = dataset.inter_feat
+        if inter is None or self.ITEM_SEQ_LEN not in inter:
+            return last_len, last_item
+        users = inter[self.USER_ID].numpy()  # [R]
+        # Index of each user's last row: first occurrence in the reversed order.
+        _, first_rev = np.unique(users[::-1], return_index=True)
+        rows = torch.as_tensor(len(users) - 1 - first_rev)  # [n_present]
+        present = torch.as_tensor(users)[rows]  # [n_present]
+        last_len[present] = inter[self.ITEM_SEQ_LEN][rows].long()
+        last_item[present] = inter[self.POS_ITEM_ID][rows].long()
+        return last_len, last_item
+
+    # ------------------------------------------------------------------ encoder
+    def _domain_streams(self, item_seq, task):
+        """Task-guided domain sub-sequences.
+
+        item_seq: [B, L] merged sequence (right-padded); task: [B, D, L] bool, task[b, d, t] says the item
+        after position t is of domain d. Returns [B, D, L]: at (b, d, t) with task, the latest domain-d
+        item up to t (0 if none yet); 0 elsewhere.
+        """
+        B, L = item_seq.shape
+        domains = torch.arange(self.n_domains, device=item_seq.device)  # [D]
+        in_domain = self.item_domain[item_seq].unsqueeze(1) == domains.view(1, -1, 1)  # [B, D, L]
+        steps = torch.arange(L, device=item_seq.device).view(1, 1, L)  # [1, 1, L]
+        latest = torch.where(in_domain, steps, -1).cummax(dim=-1).values  # [B, D, L] index of latest domain-d item
+        items = item_seq.unsqueeze(1).expand(B, self.n_domains, L).gather(-1, latest.clamp(min=0))  # [B, D, L]
+        return torch.where(task & (latest >= 0), items, 0)  # [B, D, L]
+
+    def _embed(self, seqs):
+        # seqs: [N, L]
+        real = seqs > 0  # [N, L]
+        positions = real.flip(-1).long().cumsum(-1).flip(-1) * real  # [N, L], 1 at the newest real item
+        h = (self.item_embedding(seqs) + self.position_embedding(positions)) * real.unsqueeze(-1)  # [N, L, H]
+        return self.dropout(h), real
+
+    def _encode(self, item_seq, task, rows, steps, doms):
+        """Representations for the queried (row, step, domain) triples.
+
+        item_seq: [B, L]; task: [B, D, L] bool; rows, steps, doms: [Q] long, the queried positions and the
+        domain of the item to predict there. Returns [Q, H].
+        """
+        B, L = item_seq.shape
+        D = self.n_domains
+        streams = self._domain_streams(item_seq, task)  # [B, D, L]
+        seqs = torch.cat([item_seq.unsqueeze(1), streams], dim=1).view(B * (D + 1), L)  # [B*(D+1), L]
+        h, real = self._embed(seqs)  # [B*(D+1), L, H], [B*(D+1), L]
+        h = self.attention(h, real).view(B, D + 1, L, -1)  # [B, D+1, L, H]
+        real = real.view(B, D + 1, L)  # [B, D+1, L]
+
+        h_x = self._adapt(h[rows, 0, steps], 0)  # [Q, H] merged sequence, always real at a query
+        h_d = h[rows, doms + 1, steps]  # [Q, H] the task domain's sequence
+        has_d = real[rows, doms + 1, steps].unsqueeze(-1)  # [Q, 1]
+        h_inv = self.proj_inv(h_x)  # [Q, H]
+        out = torch.empty_like(h_x)  # [Q, H]
+        for d in range(D):
+            sel = doms == d  # [Q]
+            if not sel.any():
+                continue
+            g_x = h_x[sel]  # [Q_d, H]
+            g_d = self._adapt(h_d[sel], d + 1) * has_d[sel]  # [Q_d, H]
+            invariant = self.norm_inv[d](g_x + self.dropout(h_inv[sel]) + self.dropout(self.ilora[d](g_x)))  # [Q_d, H]
+            specific = self.norm_dom[d](g_d + self.dropout(self.proj_dom[d](g_d)))  # [Q_d, H]
+            out[sel] = invariant + specific
+        return out
+
+    def _adapt(self, h, seq_index):
+        """Shared feed-forward plus the sequence's own dLoRA, post-norm."""
+        delta = self.dlora[seq_index](h)  # [Q, H]
+        return self.norm_seq[seq_index](h + self.dropout(self.ffn(h)) + self.dropout(delta))  # [Q, H]
+
+    def forward(self, item_seq, item_seq_len):
+        """Next-item representation for every domain after each sequence: [B, D, H]."""
+        B, L = item_seq.shape
+        D = self.n_domains
+        dev = item_seq.device
+        last = (item_seq_len - 1).clamp(min=0)  # [B]
+        steps = torch.arange(L, device=dev)  # [L]
+        next_domain = torch.cat([self.item_domain[item_seq[:, 1:]], torch.full((B, 1), -1, device=dev)], 1)  # [B, L]
+        task = next_domain.unsqueeze(1) == torch.arange(D, device=dev).view(1, -1, 1)  # [B, D, L]
+        task |= (steps.view(1, 1, L) == last.view(B, 1, 1))  # the next domain after the last item: every domain
+        rows = torch.arange(B, device=dev).repeat_interleave(D)  # [B*D]
+        doms = torch.arange(D, device=dev).repeat(B)  # [B*D]
+        out = self._encode(item_seq, task, rows, last[rows], doms)  # [B*D, H]
+        return out.view(B, D, -1)  # [B, D, H]
+
+    # ------------------------------------------------------------------ training
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
+        pos_items = interaction[self.POS_ITEM_ID]  # [B]
+        if self.train_objective == "sequence":
+            users = interaction[self.USER_ID]  # [B]
+            keep = (item_seq_len == self.last_train_len[users]) & (pos_items == self.last_train_item[users])  # [B]
+            if not keep.any():
+                # No user's whole training sequence in this batch: nothing to learn from, but keep the graph valid.
+                return self.item_embedding.weight.sum() * 0.0
+            item_seq, item_seq_len, pos_items = item_seq[keep], item_seq_len[keep], pos_items[keep]
+        B, L = item_seq.shape
+        D = self.n_domains
+        dev = item_seq.device
+        steps = torch.arange(L, device=dev)  # [L]
+        last = (item_seq_len - 1).clamp(min=0)  # [B]
+        # targets[b, t] is the item after position t: the next list item, or the row's target at the last step.
+        targets = torch.cat([item_seq[:, 1:], torch.zeros(B, 1, dtype=item_seq.dtype, device=dev)], 1)  # [B, L]
+        targets = torch.where(steps.view(1, L) == last.view(B, 1), pos_items.view(B, 1), targets)  # [B, L]
+        target_domain = self.item_domain[targets]  # [B, L], -1 for padding
+        task = target_domain.unsqueeze(1) == torch.arange(D, device=dev).view(1, -1, 1)  # [B, D, L]
+
+        if self.train_objective == "sequence":
+            scored = (target_domain >= 0) & (steps.view(1, L) <= last.view(B, 1))  # [B, L] every position
+        else:
+            scored = (steps.view(1, L) == last.view(B, 1)) & (target_domain >= 0)  # [B, L] last position only
+        rows, pos = scored.nonzero(as_tuple=True)  # [Q], [Q]
+        doms = target_domain[rows, pos]  # [Q]
+        h = self._encode(item_seq, task, rows, pos, doms)  # [Q, H]
+
+        negatives = self._sample_negatives(dev)  # [M]
+        seen = torch.cat([item_seq, pos_items.view(B, 1)], 1)  # [B, L+1] the user's training items
+        seen_neg = (seen.unsqueeze(-1) == negatives.view(1, 1, -1)).any(1)  # [B, M]
+        target_emb = self.item_embedding(targets[rows, pos])  # [Q, H]
+        pos_logit = (h * target_emb).sum(-1, keepdim=True)  # [Q, 1]
+        neg_logit = h @ self.item_embedding(negatives).t()  # [Q, M]
+        neg_logit = neg_logit.masked_fill(seen_neg[rows], float("-inf"))  # [Q, M]
+        logits = torch.cat([pos_logit, neg_logit], 1) / self.temperature  # [Q, 1+M]
+        nll = -F.log_softmax(logits, dim=1)[:, 0]  # [Q]
+
+        # Per domain: mean over each user's positions of that domain, then mean over users (ABXI's loss_a + loss_b).
+        loss = h.new_zeros(())
+        for d in range(D):
+            sel = (doms == d).float()  # [Q]
+            per_user = torch.zeros(B, device=dev).index_add_(0, rows, nll * sel)  # [B]
+            count = torch.zeros(B, device=dev).index_add_(0, rows, sel)  # [B]
+            loss = loss + (per_user / count.clamp(min=1)).mean()
+        return loss
+
+    def _sample_negatives(self, device):
+        """train_neg_per_domain items drawn uniformly (with replacement) from each domain: [D * n_neg]."""
+        draws = []
+        for d in range(self.n_domains):
+            pool = getattr(self, f"pool_{d}")  # [n_items_d]
+            draws.append(pool[torch.randint(len(pool), (self.n_neg,), device=device)])  # [n_neg]
+        return torch.cat(draws)  # [D * n_neg]
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, interaction):
+        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, D, H]
+        items = interaction[self.ITEM_ID]  # [B]
+        doms = self.item_domain[items].clamp(min=0)  # [B]
+        h = out[torch.arange(len(items), device=items.device), doms]  # [B, H]
+        return (h * self.item_embedding(items)).sum(-1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, D, H]
+        scores = out.new_full((out.shape[0], self.n_items), float("-inf"))  # [B, n_items]; no domain: never ranked
+        for d in range(self.n_domains):
+            pool = getattr(self, f"pool_{d}")  # [n_items_d]
+            scores[:, pool] = out[:, d] @ self.item_embedding(pool).t()  # [B, n_items_d]
+        return scores

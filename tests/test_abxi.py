@@ -1,0 +1,108 @@
+"""ABXI (recbole_tema/model/abxi.py): runs through the plugin pipeline, adapters, alignment, known answer."""
+
+import math
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+
+from fixtures import assert_learns_known_answer, known_answer_dataset, tiny_config, write_dataset
+from recbole_tema.config import Config
+from recbole_tema.errors import ConfigurationError
+from recbole_tema.model.abxi import ABXI
+from recbole_tema.quick_start import run
+
+SMALL = {"embedding_size": 16, "inner_size": 32, "dlora_rank": 2, "ilora_rank": 4, "train_batch_size": 512}
+
+
+def build(root, name, **overrides):
+    """(model, train_data) for a dataset under root, without training."""
+    config = Config(model="ABXI", dataset=name, config_dict=tiny_config(root, **{**SMALL, **overrides}))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    return ABXI(config, train_data._dataset), train_data
+
+
+def test_one_epoch_through_run_reports_every_domain(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=60)
+    for objective in ("sequence", "next_item"):
+        config = tiny_config(tmp_path, train_objective=objective, **SMALL)
+        config["eval_args"] = {**config["eval_args"], "mode": "uni20"}
+        result = run(model="ABXI", dataset=name, config_dict=config)
+        test = result["test_result"]
+        for domain in ("a", "b"):
+            assert 0.0 <= test[f"hit@10/{domain}"] <= 1.0
+            assert math.isfinite(test[f"mrr/{domain}"])
+        assert test["targets"] == 60
+
+
+def test_rank_zero_switches_adapters_off(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=20)
+    full, _ = build(tmp_path, name, dlora_rank=3, ilora_rank=5)
+    bare, _ = build(tmp_path, name, dlora_rank=0, ilora_rank=0)
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    hidden, domains = SMALL["embedding_size"], 2
+    # One dLoRA per sequence (merged + 2 domains), one iLoRA per domain; each holds 2 * hidden * rank.
+    assert count(full) - count(bare) == (domains + 1) * 2 * hidden * 3 + domains * 2 * hidden * 5
+    with pytest.raises(ConfigurationError, match="dlora_rank"):
+        build(tmp_path, name, dlora_rank=-1)
+
+
+def test_domain_streams_follow_the_task(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=20)
+    model, _ = build(tmp_path, name)
+    a1, a2, b1, b2 = (torch.nonzero(model.item_domain == d).squeeze(1)[i].item() for d, i in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    seq = torch.tensor([[a1, b1, a2, b2, 0]])  # [1, 5]
+    # Next-item domains a1->b, b1->a, a2->b, b2->a (the row's target), then padding.
+    task = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 1, 0]]).bool().view(1, 2, 5).flip(1)  # [1, D, L]
+    streams = model._domain_streams(seq, task)  # [1, D, L]
+    # Domain a is read where an a item is predicted: after b1 (latest a: a1) and after b2 (latest a: a2).
+    assert streams[0, 0].tolist() == [0, a1, 0, a2, 0]
+    # Domain b is read where a b item is predicted: after a1 (no b item yet) and after a2 (latest b: b1).
+    assert streams[0, 1].tolist() == [0, 0, b1, 0, 0]
+
+
+def test_scores_every_item_with_its_own_domain(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=20)
+    model, train_data = build(tmp_path, name)
+    model.eval()
+    interaction = next(iter(train_data))
+    with torch.no_grad():
+        scores = model.full_sort_predict(interaction)  # [B, n_items]
+        assert scores.shape == (len(interaction), model.n_items)
+        assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+        picked = scores.gather(1, interaction[model.POS_ITEM_ID].view(-1, 1)).squeeze(1)  # [B]
+        assert torch.allclose(model.predict(interaction), picked, atol=1e-5)
+        # A history without any item of domain b still gives finite domain-b scores.
+        only_a = torch.nonzero(model.item_domain == 0).squeeze(1)[:3].view(1, 3)  # [1, 3]
+        out = model.forward(only_a, torch.tensor([3]))  # [1, D, H]
+        assert torch.isfinite(out).all()
+
+
+def test_sequence_objective_trains_on_each_users_longest_row_only(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=20)
+    model, train_data = build(tmp_path, name, train_objective="sequence")
+    batch = next(iter(train_data))
+    users = batch[model.USER_ID]
+    longest = (batch[model.ITEM_SEQ_LEN] == model.last_train_len[users]) & (
+        batch[model.POS_ITEM_ID] == model.last_train_item[users]
+    )
+    # known_answer_dataset: 12 events per user, 2 held out, so the longest training row has 9 items.
+    assert longest.sum() == len(users.unique()) and (batch[model.ITEM_SEQ_LEN][longest] == 9).all()
+    loss = model.calculate_loss(batch[~longest])
+    loss.backward()
+    assert loss.item() == 0.0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert model.calculate_loss(batch[longest]).item() > 0.0
+
+
+def test_single_domain_dataset_is_refused(tmp_path):
+    items = [f"i{k}" for k in range(20)]
+    rows = [(f"u{u}", items[(u + s) % 20], 1000 + s) for u in range(10) for s in range(6)]
+    write_dataset(tmp_path, "one", rows, {"item_id:token": items, "domain:token": ["x"] * 20})
+    with pytest.raises(ConfigurationError, match="2 or more"):
+        build(tmp_path, "one")
+
+
+def test_learns_the_known_answer(tmp_path):
+    assert_learns_known_answer(
+        "ABXI", tmp_path, {**SMALL, "embedding_size": 32, "inner_size": 64, "weight_decay": 0.0, "dropout_prob": 0.1}
+    )
