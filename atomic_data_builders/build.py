@@ -1,0 +1,248 @@
+"""The build pipeline: source -> filters -> `.inter`; items -> enrichment stages -> `.item`; report.
+
+`build` converts a source; `enrich` runs stages again on a dataset folder written by `build`
+(its item texts are kept in `<cache>/items.jsonl`). Every stage caches its work under the cache
+folder (default `<output-dir>/<name>/.cache`), so a re-run or a resumed run recomputes nothing
+that finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from atomic_data_builders.atomic import atomic_open, item_column_types, read_item, write_inter, write_item
+from atomic_data_builders.enrich.items import ItemText
+from atomic_data_builders.report import BuildReport, dataset_stats
+from atomic_data_builders.sources.base import SourceData
+from atomic_data_builders.sources.filters import FilterConfig, apply_filters
+
+log = logging.getLogger(__name__)
+
+STAGES = ("tags", "tag_emb", "text_emb", "clip_txt", "clip_img")
+# CLI option -> key of the LLM tagger's config mapping (tags_openai.OpenAITagConfig.from_mapping)
+LLM_OPTIONS = {"llm_base_url": "base_url", "llm_model": "model", "llm_api_key_env": "api_key_env",
+               "llm_concurrency": "concurrency", "llm_timeout": "timeout", "llm_max_retries": "max_retries",
+               "llm_max_tokens": "max_tokens", "llm_prompts": "prompts_file", "llm_extra_body": "extra_body",
+               "tag_cache_dir": "cache_dir"}
+REFINE_OPTIONS = ("max_tags_per_item", "min_tag_count", "tag_merge_threshold")
+
+
+def dataset_folder(args) -> Path:
+    return Path(args.output_dir) / args.dataset
+
+
+def cache_folder(args) -> Path:
+    return Path(args.cache_dir) if getattr(args, "cache_dir", None) else dataset_folder(args) / ".cache"
+
+
+def build(source: SourceData, args, report: BuildReport) -> Path:
+    """Filter, write `.inter`, enrich and write `.item` and the report; returns the dataset folder."""
+    folder = dataset_folder(args)
+    filters = FilterConfig(**{k: v for k, v in vars(args).items() if k in FilterConfig.__dataclass_fields__
+                              and v is not None})
+    with report.stage("filter+inter") as facts:
+        inter, steps = apply_filters(source.inter, source.domains, filters)
+        written = write_inter(folder / f"{args.dataset}.inter", inter, tie_step=args.tie_step)
+        facts["rows"] = int(len(written))
+    report.data.update({"filters": steps, "filter_config": filters.as_dict(), "source_info": source.info,
+                        "dataset": dataset_stats(written, source.domains)})
+    domain_rank = {d: i for i, d in enumerate(source.domains)}
+    kept = sorted(pd.unique(written["item_id"]), key=lambda i: (domain_rank[source.items[i].domain], i))
+    items = [source.items[i] for i in kept]
+    save_items(cache_folder(args) / "items.jsonl", items)
+    table = pd.DataFrame({"item_id": [it.item_id for it in items], "domain": [it.domain for it in items]})
+    table = run_stages(items, table, args, report)
+    finish_item(folder, args, table, report)
+    return folder
+
+
+def enrich(args, report: BuildReport) -> Path:
+    """Run stages again on an existing dataset; columns of stages not run are kept as they are."""
+    folder = dataset_folder(args)
+    item_path = folder / f"{args.dataset}.item"
+    if not item_path.exists():
+        raise FileNotFoundError(f"{item_path} does not exist; build the dataset first")
+    table = read_item(item_path)
+    types = item_column_types(item_path)
+    items_path = cache_folder(args) / "items.jsonl"
+    if items_path.exists():
+        texts = {it.item_id: it for it in load_items(items_path)}
+    else:
+        report.note(f"{items_path} is missing: items have no text, text stages write empty cells")
+        texts = {}
+    items = [texts.get(i) or ItemText(item_id=i, domain=d) for i, d in zip(table["item_id"], table["domain"])]
+    table = run_stages(items, table, args, report)
+    finish_item(folder, args, table, report, column_types=types)
+    return folder
+
+
+def save_items(path: Path, items: List[ItemText]) -> None:
+    with atomic_open(path) as handle:
+        handle.writelines(json.dumps(asdict(it)) + "\n" for it in items)
+
+
+def load_items(path: Path) -> List[ItemText]:
+    with open(path, encoding="utf-8") as handle:
+        return [ItemText(**json.loads(line)) for line in handle if line.strip()]
+
+
+def plan(args, items: List[ItemText], table: pd.DataFrame, report: BuildReport) -> List[str]:
+    """Stages to run: explicit flags win; unset flags follow the data (see --help)."""
+    if getattr(args, "plain", False):
+        return []
+    has_text = any(it.title or it.description or it.categories for it in items)
+    has_images = bool(args.image_dir) or any(it.image for it in items)
+    tags = args.tags if args.tags is not None else ("local" if has_text else "none")
+    wanted = {"tags": tags != "none",
+              "text_emb": args.text_emb if args.text_emb is not None else has_text,
+              "clip_txt": args.clip_txt if args.clip_txt is not None else bool(args.clip_model) and has_text,
+              "clip_img": args.clip_img if args.clip_img is not None else bool(args.clip_model) and has_images}
+    wanted["tag_emb"] = args.tag_emb if args.tag_emb is not None else (wanted["tags"] or "tags" in table.columns)
+    if not has_text and (wanted["tags"] or wanted["text_emb"]):
+        report.note("the items have no title, description or category: text stages write empty cells")
+    if not has_images:
+        report.note("clip_img: off, the data has no image (no --image-dir and no image URL in the metadata)")
+        wanted["clip_img"] = False
+    elif not wanted["clip_img"]:
+        report.note("clip_img: off (pass --clip-model to embed the images)")
+    if (wanted["clip_txt"] or wanted["clip_img"]) and not args.clip_model:
+        raise ValueError("clip_txt / clip_img need --clip-model (a checkpoint name in --clip-download-root or a path)")
+    stages = [s for s in STAGES if wanted[s]]
+    if args.stages:
+        unknown = set(args.stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
+        stages = [s for s in STAGES if s in args.stages]
+    return stages
+
+
+def tagger_config(args) -> dict:
+    """The mapping given to the tagger: refine options, and the LLM options the user set."""
+    config = {k: getattr(args, k) for k in REFINE_OPTIONS if getattr(args, k, None) is not None}
+    if args.tags == "openai":
+        for option, key in LLM_OPTIONS.items():
+            if getattr(args, option, None) is not None:
+                config[key] = getattr(args, option)
+        config.setdefault("cache_dir", str(cache_folder(args) / "tags_openai"))
+        config["progress"] = not args.no_progress
+    return config
+
+
+def run_stages(items: List[ItemText], table: pd.DataFrame, args, report: BuildReport) -> pd.DataFrame:
+    stages = plan(args, items, table, report)
+    report.data["stages_run"] = stages
+    cache = cache_folder(args)
+    progress = not args.no_progress
+    encoder = None
+    if {"tags", "tag_emb", "text_emb"} & set(stages):
+        from atomic_data_builders.enrich.text import CachedEncoder
+
+        encoder = CachedEncoder(args.text_model, cache / "text", progress=progress)
+    ids = table["item_id"].tolist()
+
+    if "tags" in stages:
+        with report.stage("tags") as facts:
+            tags = run_tagger(args, items, encoder, facts)
+            table["tags"] = [[t for t, _ in tags[i]] if tags.get(i) else None for i in ids]
+            table["tag_weights"] = [[w for _, w in tags[i]] if tags.get(i) else None for i in ids]
+            facts.update(tagger=args.tags or "local", items_with_tags=sum(1 for i in ids if tags.get(i)),
+                         vocabulary=len({t for v in tags.values() for t, _ in v}))
+    if "tag_emb" in stages:
+        if "tags" not in table.columns:
+            raise ValueError("tag_emb needs tags: run the tags stage (--tags local|openai) first")
+        from atomic_data_builders.enrich.text import tag_embeddings
+
+        with report.stage("tag_emb") as facts:
+            item_tags = {i: list(zip(t, w if w is not None else [1.0] * len(t))) if t else []
+                         for i, t, w in zip(ids, table["tags"], table.get("tag_weights", [None] * len(ids)))}
+            emb = tag_embeddings(item_tags, encoder)
+            table["tag_emb"] = [emb[i] for i in ids]
+            facts.update(model=encoder.model_name, encoded=encoder.encoded)
+    if "text_emb" in stages:
+        from atomic_data_builders.enrich.text import text_embeddings
+
+        with report.stage("text_emb") as facts:
+            before = encoder.encoded
+            emb = text_embeddings(items, encoder, with_description=not args.title_only)
+            table["text_emb"] = [emb[i] for i in ids]
+            facts.update(model=encoder.model_name, encoded=encoder.encoded - before)
+    if "clip_txt" in stages or "clip_img" in stages:
+        from atomic_data_builders.enrich import clip as clip_stage
+
+        model, preprocess = clip_stage.load_clip(args.clip_model, args.clip_download_root)
+        if "clip_txt" in stages:
+            with report.stage("clip_txt") as facts:
+                emb = clip_stage.clip_text_embeddings(items, model, args.clip_model, cache / "clip", progress=progress)
+                table["clip_txt"] = [emb[i] for i in ids]
+                facts["model"] = args.clip_model
+        if "clip_img" in stages:
+            with report.stage("clip_img") as facts:
+                config = clip_stage.ImageConfig(image_dir=args.image_dir, download=not args.no_download,
+                                                timeout=args.image_timeout, max_bytes=args.image_max_bytes,
+                                                workers=args.image_workers, cache_dir=str(cache / "images"))
+                emb, failures = clip_stage.clip_image_embeddings(items, model, preprocess, args.clip_model, config,
+                                                                 cache / "clip", progress=progress)
+                table["clip_img"] = [emb[i] for i in ids]
+                facts.update(model=args.clip_model, embedded=sum(1 for i in ids if emb[i] is not None),
+                             failures=dict(failures))
+                if failures:
+                    report.note(f"clip_img: {sum(failures.values())} items without image embedding "
+                                f"(empty cells): {dict(failures)}")
+    for column in stages:
+        counts = Counter(v is not None for v in table[column]) if column in table.columns else Counter()
+        log.info("%s: %d of %d items have a value", column, counts[True], len(ids))
+    return table
+
+
+def run_tagger(args, items: List[ItemText], encoder, facts: dict) -> Dict[str, list]:
+    """Dispatch `--tags local|openai`; the LLM tagger is imported only when asked for."""
+    config = tagger_config(args)
+    if args.tags in (None, "local"):
+        from atomic_data_builders.enrich.tags_local import tag_items
+
+        config.update(progress=not args.no_progress)
+        return tag_items(items, config, report=facts, encode=encoder)
+    if args.tags == "openai":
+        from atomic_data_builders.enrich.tags_openai import OpenAITagConfig, tag_items
+
+        return tag_items(items, OpenAITagConfig.from_mapping(config), report=facts, encode=encoder)
+    raise ValueError(f"unknown tagger {args.tags!r}")
+
+
+def finish_item(folder: Path, args, table: pd.DataFrame, report: BuildReport,
+                column_types: Optional[dict] = None) -> None:
+    """PCA, then write the `.item` file and the report."""
+    from atomic_data_builders.enrich.reduce import parse_pca, pca_column
+
+    for column, dim in parse_pca(args.pca).items():
+        if column not in table.columns:
+            raise ValueError(f"--pca {column}={dim}: the .item has no column {column!r}")
+        values, info = pca_column(list(table[column]), dim)
+        table[column] = values
+        report.data.setdefault("pca", {})[column] = info
+    write_item(folder / f"{args.dataset}.item", table, decimals=args.decimals,
+               column_types={k: v for k, v in (column_types or {}).items()})
+    report.data["columns"] = describe_columns(table, column_types)
+    report.write(folder, args.dataset)
+
+
+def describe_columns(table: pd.DataFrame, column_types: Optional[dict]) -> dict:
+    from atomic_data_builders.atomic import ITEM_COLUMN_TYPES
+
+    types = {**ITEM_COLUMN_TYPES, **(column_types or {})}
+    out = {}
+    for column in table.columns:
+        values = table[column].tolist()
+        present = [v for v in values if v is not None and not (isinstance(v, str) and v == "")]
+        entry = {"type": types.get(column, "?"), "non_empty": len(present)}
+        if types.get(column) == "float_seq" and present:
+            entry["dim"] = int(np.asarray(present[0]).size)
+        out[column] = entry
+    return out
