@@ -9,10 +9,10 @@ from recbole_tema import compat
 from recbole_tema.config import Config
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
 from recbole_tema.evaluation.trainer import cross_domain_trainer_class
-from recbole_tema.registry import get_model
 
 
-def _prepare(config):
+def prepare_data(config):
+    """(dataset, train, valid, test loaders); eval loaders tell the protocol their phase."""
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     valid_data.cd_phase, test_data.cd_phase = "valid", "test"
@@ -36,10 +36,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     logger = getLogger()
     logger.info(config)
 
-    dataset, train_data, valid_data, test_data = _prepare(config)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
 
     trainer = build_trainer(config, model, train_data)
@@ -66,9 +66,9 @@ def load_data_and_model(model_file):
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset, train_data, valid_data, test_data = _prepare(config)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
