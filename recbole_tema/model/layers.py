@@ -1,0 +1,356 @@
+"""Modules shared by the cross-domain models TEMA and LLMEMF.
+
+Item side: frozen item features held as buffers (:class:`FrozenItemFeatures`), their projections
+(:class:`ModalityProjection`), learnable tag tokens pooled per item (:class:`TagFusion`) and a
+gated fusion of whatever modalities an item has (:class:`GatedModalityFusion`).
+
+Sequence side: a pre-LayerNorm transformer encoder whose attention takes an additive per-pair bias
+(:class:`SequenceEncoder`), a tag-similarity bias between positions (:class:`TagPairBias`), the
+compaction of a merged sequence into one domain's sub-sequence (:func:`domain_subsequence`), the
+intra-domain and cross-domain user states (:class:`MultiDomainAttention`), and the loss over the
+target's own domain (:func:`in_domain_cross_entropy`).
+
+A modality is *missing* for an item when its feature row is all zeros (an empty atomic-file cell)
+or, for tags, when the item has no tag: it is left out of every softmax that pools modalities or
+tags, so it is never mistaken for a feature and never produces NaN.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.utils import FeatureType
+
+from recbole_tema.errors import ConfigurationError
+
+# The frozen float_seq columns of the atomic-file contract, by the YAML switch that enables each.
+FEATURE_SWITCHES = {
+    "use_text": "text_emb",
+    "use_clip_txt": "clip_txt",
+    "use_clip_img": "clip_img",
+    "use_tag_emb": "tag_emb",
+}
+
+
+def item_float_seq_fields(dataset):
+    """Names of the float_seq item fields the dataset actually loaded."""
+    if dataset.item_feat is None:
+        return set()
+    return {
+        field
+        for field in dataset.item_feat.columns
+        if dataset.field2type.get(field) == FeatureType.FLOAT_SEQ
+    }
+
+
+def enabled_feature_fields(config, dataset):
+    """Frozen feature fields that are both switched on in the config and present in the dataset."""
+    present = item_float_seq_fields(dataset)
+    return [field for switch, field in FEATURE_SWITCHES.items() if config[switch] and field in present]
+
+
+def init_weights(module, std):
+    """Normal(0, std) weights and zero biases, as RecBole's sequential models initialise."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    if isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+
+class FrozenItemFeatures(nn.Module):
+    """Frozen per-item feature matrices, kept as buffers (moved with the model, never trained).
+
+    ``features[f]`` is ``[n_items, dim_f]`` (row 0 = padding item); ``present[f]`` says which rows
+    hold a real vector (not all zeros).
+    """
+
+    def __init__(self, dataset, fields):
+        super().__init__()
+        self.fields = list(fields)
+        item_feat = dataset.get_item_feature()
+        for field in self.fields:
+            values = item_feat[field].float()  # [n_items, dim]
+            if not torch.isfinite(values).all():
+                bad = int((~torch.isfinite(values)).any(1).nonzero()[0])
+                raise ConfigurationError(
+                    f"Item field [{field}] of dataset [{dataset.dataset_name}] has a non-finite value "
+                    f"for item [{dataset.id2token(dataset.iid_field, bad)}]."
+                )
+            self.register_buffer(f"feat_{field}", values, persistent=False)
+            self.register_buffer(f"present_{field}", values.abs().sum(-1) > 0, persistent=False)  # [n_items]
+
+    def dim(self, field):
+        return getattr(self, f"feat_{field}").shape[1]
+
+    def get(self, field):
+        """(values [n_items, dim], present [n_items] bool)."""
+        return getattr(self, f"feat_{field}"), getattr(self, f"present_{field}")
+
+
+class ModalityProjection(nn.Module):
+    """Maps one frozen modality into the model's hidden space; missing rows stay exactly zero."""
+
+    def __init__(self, in_dim, hidden_size, layer_norm_eps):
+        super().__init__()
+        self.norm_in = nn.LayerNorm(in_dim, eps=layer_norm_eps)
+        self.proj = nn.Linear(in_dim, hidden_size)
+
+    def forward(self, values, present):
+        x = self.proj(self.norm_in(values))  # [n_items, hidden]
+        return x * present.unsqueeze(-1)  # [n_items, hidden]
+
+
+class TagFusion(nn.Module):
+    """Pools an item's learnable tag-token embeddings into one vector.
+
+    ``mode`` ``weighted``: weighted tag fusion with the dataset's ``tag_weights`` (uniform where an
+    item has no weights); ``attention``: a learned query scores every tag; ``both``: the learned
+    scores plus the log of the given weights (the weights act as a prior of the attention).
+    Items without tags get a zero vector and ``present = False``.
+    """
+
+    MODES = ("weighted", "attention", "both")
+
+    def __init__(self, tag_ids, tag_weights, num_tags, hidden_size, mode):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ConfigurationError(f"tag_fusion must be one of {self.MODES}, got [{mode}].")
+        self.mode = mode
+        self.tag_embedding = nn.Embedding(num_tags, hidden_size, padding_idx=0)
+        valid = tag_ids > 0  # [n_items, T]
+        if tag_weights is None:
+            tag_weights = valid.float()  # [n_items, T]
+        width = min(tag_ids.shape[1], tag_weights.shape[1])
+        weights = torch.zeros_like(valid, dtype=torch.float)  # [n_items, T]
+        weights[:, :width] = tag_weights[:, :width].float().clamp(min=0)
+        # An item whose weights are missing or all zero falls back to uniform weights over its tags.
+        no_weight = (weights * valid).sum(-1, keepdim=True) <= 0  # [n_items, 1]
+        weights = torch.where(no_weight, valid.float(), weights) * valid  # [n_items, T]
+        self.register_buffer("tag_ids", tag_ids.long(), persistent=False)  # [n_items, T]
+        self.register_buffer("valid", valid, persistent=False)  # [n_items, T]
+        self.register_buffer("weights", weights, persistent=False)  # [n_items, T]
+        self.register_buffer("present", valid.any(-1), persistent=False)  # [n_items]
+        if mode != "weighted":
+            self.query = nn.Linear(hidden_size, 1, bias=False)
+
+    def forward(self):
+        tags = self.tag_embedding(self.tag_ids)  # [n_items, T, hidden]
+        if self.mode == "weighted":
+            logits = self.weights.clamp(min=1e-12).log()  # [n_items, T]
+        else:
+            logits = self.query(tags).squeeze(-1) / math.sqrt(tags.shape[-1])  # [n_items, T]
+            if self.mode == "both":
+                logits = logits + self.weights.clamp(min=1e-12).log()  # [n_items, T]
+        # Rows without any tag would be an all -inf softmax: give them a dummy uniform row, then zero.
+        keep = self.valid | ~self.present.unsqueeze(-1)  # [n_items, T]
+        alpha = logits.masked_fill(~keep, float("-inf")).softmax(-1)  # [n_items, T]
+        pooled = (alpha.unsqueeze(-1) * tags).sum(1)  # [n_items, hidden]
+        return pooled * self.present.unsqueeze(-1), self.present  # [n_items, hidden], [n_items]
+
+
+class GatedModalityFusion(nn.Module):
+    """Learned gate over an item's present modalities: softmax of a per-modality score, then sum.
+
+    The first modality (the item-ID embedding) is always present, so every softmax has a term.
+    """
+
+    def __init__(self, hidden_size, n_modalities):
+        super().__init__()
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+        self.modality_bias = nn.Parameter(torch.zeros(n_modalities))
+
+    def forward(self, modalities, present):
+        # modalities: [n_items, M, hidden]; present: [n_items, M]
+        logits = self.score(torch.tanh(modalities)).squeeze(-1) + self.modality_bias  # [n_items, M]
+        alpha = logits.masked_fill(~present, float("-inf")).softmax(-1)  # [n_items, M]
+        return (alpha.unsqueeze(-1) * modalities).sum(1)  # [n_items, hidden]
+
+
+class TagPairBias(nn.Module):
+    """Attention bias between positions from the similarity of their items' tag vectors.
+
+    bias[b, h, i, j] = scale_h * cos(tag_i, tag_j): positions whose items share tags attend to each
+    other more; an item without tags has a zero vector and so adds no bias.
+    """
+
+    def __init__(self, n_heads):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(n_heads))
+
+    def forward(self, tag_vectors):
+        unit = F.normalize(tag_vectors, dim=-1, eps=1e-6)  # [B, L, Ht]
+        similarity = unit @ unit.transpose(1, 2)  # [B, L, L]
+        return self.scale.view(1, -1, 1, 1) * similarity.unsqueeze(1)  # [B, heads, L, L]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with an additive mask/bias of shape [B, 1 or heads, L, L]."""
+
+    def __init__(self, hidden_size, n_heads, attn_dropout_prob, hidden_dropout_prob):
+        super().__init__()
+        if hidden_size % n_heads:
+            raise ConfigurationError(f"hidden_size [{hidden_size}] must be a multiple of n_heads [{n_heads}].")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+        self.attn_dropout_prob = attn_dropout_prob
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, x, bias):
+        B, L, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=-1)  # 3 x [B, L, H]
+        q = q.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
+        k = k.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
+        v = v.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
+        dropout = self.attn_dropout_prob if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # [B, heads, L, H/heads]
+        y = y.transpose(1, 2).reshape(B, L, H)  # [B, L, H]
+        return self.dropout(self.out(y))  # [B, L, H]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, hidden_size, inner_size, hidden_dropout_prob):
+        super().__init__()
+        self.up = nn.Linear(hidden_size, inner_size)
+        self.down = nn.Linear(inner_size, hidden_size)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, x):
+        return self.dropout(self.down(F.gelu(self.up(x))))  # [B, L, H]
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attn = SelfAttention(hidden_size, n_heads, attn_dropout_prob, hidden_dropout_prob)
+        self.norm_ffn = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ffn = FeedForward(hidden_size, inner_size, hidden_dropout_prob)
+
+    def forward(self, x, bias):
+        x = x + self.attn(self.norm_attn(x), bias)  # [B, L, H]
+        return x + self.ffn(self.norm_ffn(x))  # [B, L, H]
+
+
+def causal_mask(item_seq):
+    """Additive mask [B, 1, L, L]: position i sees valid positions j <= i, and always itself.
+
+    Seeing itself keeps a padding position's softmax non-empty (no NaN) without touching real ones.
+    """
+    L = item_seq.shape[1]
+    valid = item_seq > 0  # [B, L]
+    lower = torch.ones(L, L, dtype=torch.bool, device=item_seq.device).tril()  # [L, L]
+    diagonal = torch.eye(L, dtype=torch.bool, device=item_seq.device)  # [L, L]
+    allowed = (lower & valid.unsqueeze(1)) | diagonal  # [B, L, L]
+    zero = torch.zeros((), device=item_seq.device)
+    return torch.where(allowed, zero, float("-inf")).unsqueeze(1)  # [B, 1, L, L]
+
+
+class SequenceEncoder(nn.Module):
+    """Item vectors of a (left-aligned, zero-padded) sequence -> contextual states, causally."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = config["hidden_size"]
+        self.position = nn.Embedding(config["MAX_ITEM_LIST_LENGTH"], hidden)
+        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.blocks = nn.ModuleList(
+            Block(
+                hidden,
+                config["n_heads"],
+                config["inner_size"],
+                config["attn_dropout_prob"],
+                config["hidden_dropout_prob"],
+                config["layer_norm_eps"],
+            )
+            for _ in range(config["n_layers"])
+        )
+        self.norm_out = nn.LayerNorm(hidden, eps=config["layer_norm_eps"])
+
+    def forward(self, item_seq, item_vectors, pair_bias=None):
+        # item_seq: [B, L] ids (0 = padding); item_vectors: [B, L, H]; pair_bias: [B, heads, L, L]
+        L = item_seq.shape[1]
+        positions = torch.arange(L, device=item_seq.device)  # [L]
+        x = self.dropout(item_vectors + self.position(positions))  # [B, L, H]
+        bias = causal_mask(item_seq)  # [B, 1, L, L]
+        if pair_bias is not None:
+            bias = bias + pair_bias  # [B, heads, L, L]
+        for block in self.blocks:
+            x = block(x, bias)  # [B, L, H]
+        return self.norm_out(x)  # [B, L, H]
+
+
+def last_state(states, lengths):
+    """State at position ``lengths - 1`` of every row (position 0 for an empty row)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, states.shape[-1])  # [B, 1, H]
+    return states.gather(1, index).squeeze(1)  # [B, H]
+
+
+def domain_subsequence(item_seq, seq_domain, domain):
+    """Compacts the items of one domain out of merged sequences, keeping their order.
+
+    item_seq, seq_domain: [B, L] (domain -1 at padding). Returns the sub-sequences [B, W] left
+    aligned and zero padded (W = longest sub-sequence, at least 1) and their lengths [B].
+    """
+    keep = seq_domain == domain  # [B, L]
+    lengths = keep.sum(1)  # [B]
+    width = max(int(lengths.max()), 1) if lengths.numel() else 1
+    # Kept items go to their rank among kept items; the others to a spill column dropped below.
+    target = torch.where(keep, keep.cumsum(1) - 1, width)  # [B, L]
+    compact = item_seq.new_zeros(item_seq.shape[0], width + 1)  # [B, W + 1]
+    compact.scatter_(1, target, item_seq * keep)  # [B, W + 1]
+    return compact[:, :width], lengths  # [B, W], [B]
+
+
+class MultiDomainAttention(nn.Module):
+    """Cross-domain state from the merged sequence and intra-domain state from the target's domain.
+
+    One :class:`SequenceEncoder` per domain reads that domain's compacted sub-sequence; a batch row
+    is only encoded by the encoder of its target's domain (the only intra state its score uses), so
+    all intra-domain encoders together cost about one pass over the batch.
+    ``pair_bias`` (optional) maps item ids [B, L] to an attention bias [B, heads, L, L].
+    """
+
+    def __init__(self, config, n_domains, use_intra, use_cross):
+        super().__init__()
+        if not (use_intra or use_cross):
+            raise ConfigurationError("At least one of intra_domain_encoder / cross_domain_encoder must be True.")
+        self.cross = SequenceEncoder(config) if use_cross else None
+        self.intra = nn.ModuleList(SequenceEncoder(config) for _ in range(n_domains)) if use_intra else None
+
+    def forward(self, item_table, item_domain, item_seq, seq_len, target_domain, pair_bias=None):
+        # item_table: [n_items, H]; item_domain: [n_items]; item_seq: [B, L]; seq_len, target_domain: [B]
+        cross_state = intra_state = has_intra = None
+        if self.cross is not None:
+            bias = pair_bias(item_seq) if pair_bias is not None else None  # [B, heads, L, L]
+            states = self.cross(item_seq, item_table[item_seq], bias)  # [B, L, H]
+            cross_state = last_state(states, seq_len)  # [B, H]
+        if self.intra is not None:
+            seq_domain = item_domain[item_seq]  # [B, L]
+            intra_state = item_table.new_zeros(item_seq.shape[0], item_table.shape[1])  # [B, H]
+            has_intra = torch.zeros_like(seq_len, dtype=torch.bool)  # [B]
+            for domain, encoder in enumerate(self.intra):
+                rows = (target_domain == domain).nonzero().squeeze(1)  # [B_d]
+                if rows.numel() == 0:
+                    continue
+                sub_seq, sub_len = domain_subsequence(item_seq[rows], seq_domain[rows], domain)  # [B_d, W], [B_d]
+                bias = pair_bias(sub_seq) if pair_bias is not None else None  # [B_d, heads, W, W]
+                states = encoder(sub_seq, item_table[sub_seq], bias)  # [B_d, W, H]
+                intra_state = intra_state.index_copy(0, rows, last_state(states, sub_len))  # [B, H]
+                has_intra = has_intra.index_copy(0, rows, sub_len > 0)  # [B]
+        return cross_state, intra_state, has_intra
+
+
+def in_domain_cross_entropy(logits, target, target_domain, domain_masks):
+    """Cross-entropy of the target against the items of its own domain only.
+
+    logits: [B, n_items]; target, target_domain: [B]; domain_masks: [n_domains, n_items] bool.
+    """
+    logits = logits.masked_fill(~domain_masks[target_domain], float("-inf"))  # [B, n_items]
+    return F.cross_entropy(logits, target)

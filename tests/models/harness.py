@@ -1,0 +1,50 @@
+"""Builds a plugin model on a tiny dataset without training, to inspect its losses, scores and parts."""
+
+import math
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_tema.config import Config
+from recbole_tema.data.domains import ItemDomains
+from recbole_tema.registry import get_model
+
+
+def build(model_name, dataset_name, config_dict):
+    """(model, train_data, valid_data) for a config, with a fixed seed for the weights."""
+    config = Config(model=model_name, dataset=dataset_name, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset)
+    return model, train_data, valid_data
+
+
+def first_batch(loader):
+    batch = next(iter(loader))
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def n_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_finite(model, train_data, valid_data):
+    """Loss of a training batch and in-domain full-sort scores of a valid batch are finite."""
+    model.train()
+    loss = model.calculate_loss(first_batch(train_data))
+    assert math.isfinite(loss.item()), f"loss is {loss.item()}"
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.isfinite(parameter.grad).all(), f"non-finite gradient in {name}"
+    model.eval()
+    with torch.no_grad():
+        interaction = first_batch(valid_data)
+        scores = model.full_sort_predict(interaction)  # [B, n_items]
+        domains = ItemDomains.from_dataset(train_data._dataset)
+        own = domains.masks.to(scores.device)[domains.item_domain[interaction[model.POS_ITEM_ID]]]  # [B, n_items]
+        assert torch.isfinite(scores[own]).all(), "NaN/inf score for an item of the target's domain"
+    return scores

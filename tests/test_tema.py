@@ -1,0 +1,138 @@
+"""TEMA: trains and evaluates on tiny data, handles missing features, learns through tags, ablates."""
+
+import math
+
+import pytest
+import torch
+
+from fixtures import assert_learns_known_answer
+from models.cdsr_data import tiny_config, write_feature_dataset, write_tag_only_dataset
+from models.harness import build, check_finite, first_batch, n_parameters
+from recbole_tema.model.layers import domain_subsequence
+from recbole_tema.quick_start import run
+
+VARIANTS = {
+    "all_features": dict(features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=0),
+    "domain_only": dict(features=(), tags=False, missing_every=0),
+    "missing_features": dict(features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=3),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_trains_one_epoch_and_evaluates(tmp_path, variant):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", **VARIANTS[variant])
+    config = tiny_config(data_path, tmp_path)
+    result = run("TEMA", "feat", config_dict=config)
+    for key in ("hit@10", "mrr", "hit@10/a", "hit@10/b"):
+        assert math.isfinite(result["test_result"][key]), key
+    assert result["test_result"]["targets"] == 60
+
+    model, train_data, valid_data = build("TEMA", "feat", config)
+    check_finite(model, train_data, valid_data)
+
+
+def test_frozen_features_are_buffers_not_parameters(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
+    model, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path))
+    parameters = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    assert sorted(model.features.fields) == ["clip_img", "clip_txt", "tag_emb", "text_emb"]
+    for field in model.features.fields:
+        assert f"features.feat_{field}" in buffers and f"features.feat_{field}" not in parameters
+    # every third item has empty cells: it is marked missing for each modality and for tags
+    assert not model.features.get("text_emb")[1][model.item_domain >= 0].all()
+    assert not model.tags.present[1:].all()
+
+
+def test_domain_subsequence_compacts_one_domain_in_order():
+    item_seq = torch.tensor([[5, 7, 6, 8, 0], [7, 8, 0, 0, 0], [5, 0, 0, 0, 0]])  # [3, 5]
+    item_domain = torch.tensor([-1, 0, 0, 0, 0, 0, 0, 1, 1])  # items 1-6 in domain 0, 7-8 in domain 1
+    sub, lengths = domain_subsequence(item_seq, item_domain[item_seq], 1)
+    assert sub.tolist() == [[7, 8], [7, 8], [0, 0]]
+    assert lengths.tolist() == [2, 2, 0]
+    sub, lengths = domain_subsequence(item_seq, item_domain[item_seq], 0)
+    assert sub.tolist() == [[5, 6], [0, 0], [5, 0]]
+    assert lengths.tolist() == [2, 0, 1]
+
+
+def test_intra_domain_state_ignores_other_domains(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
+    config = tiny_config(data_path, tmp_path, cross_domain_encoder=False)
+    model, _, valid_data = build("TEMA", "feat", config)
+    model.eval()
+    interaction = first_batch(valid_data)
+    item_seq, seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]  # [B, L], [B]
+    target_domain = model.item_domain[interaction[model.POS_ITEM_ID]]  # [B]
+    seq_domain = model.item_domain[item_seq]  # [B, L]
+    # replace every item of another domain by a different item of that same other domain
+    other = (seq_domain >= 0) & (seq_domain != target_domain.unsqueeze(1))  # [B, L]
+    first_of = {d: int(model.domain_masks[d].nonzero()[0]) for d in range(model.n_domains)}
+    second_of = {d: int(model.domain_masks[d].nonzero()[1]) for d in range(model.n_domains)}
+    replaced = item_seq.clone()
+    for d in range(model.n_domains):
+        pick = other & (seq_domain == d)
+        replaced[pick] = torch.where(item_seq[pick] == first_of[d], second_of[d], first_of[d])
+    assert other.any()
+    with torch.no_grad():
+        before = model(item_seq, seq_len, target_domain)  # [B, H]
+        after = model(replaced, seq_len, target_domain)  # [B, H]
+    assert torch.allclose(before, after, atol=1e-6)
+    with torch.no_grad():
+        model_with_cross, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path))
+        model_with_cross.eval()
+        assert not torch.allclose(
+            model_with_cross(item_seq, seq_len, target_domain), model_with_cross(replaced, seq_len, target_domain)
+        )
+
+
+SWITCHES = {
+    "use_tags": "tags",
+    "tag_attention": "tag_bias",
+    "use_text": None,
+    "use_clip_img": None,
+    "use_clip_txt": None,
+    "use_tag_emb": None,
+    "intra_domain_encoder": "gate",
+    "cross_domain_encoder": "gate",
+}
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_each_switch_removes_its_part(tmp_path, switch):
+    data_path = write_feature_dataset(tmp_path / "data", "feat")
+    full, _, valid_data = build("TEMA", "feat", tiny_config(data_path, tmp_path))
+    ablated, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path, **{switch: False}))
+    assert n_parameters(ablated) < n_parameters(full)
+    if SWITCHES[switch]:
+        assert getattr(ablated, SWITCHES[switch]) is None and getattr(full, SWITCHES[switch]) is not None
+    # with every shared weight equal, the outputs differ only through the removed part
+    kept = ablated.state_dict()
+    shared = {k: v for k, v in full.state_dict().items() if k in kept and kept[k].shape == v.shape}
+    ablated.load_state_dict(shared, strict=False)
+    full.eval(), ablated.eval()
+    interaction = first_batch(valid_data)
+    with torch.no_grad():
+        a, b = full.full_sort_predict(interaction), ablated.full_sort_predict(interaction)
+    finite = torch.isfinite(a)
+    assert (a[finite] - b[finite]).abs().max() > 1e-6
+
+
+def test_tags_carry_the_answer_to_unseen_items(tmp_path):
+    """Targets are items never seen in training; only their tags link them to the history."""
+    data_path = write_tag_only_dataset(tmp_path / "data", "tagds")
+    results = {}
+    for use_tags in (True, False):
+        config = tiny_config(
+            data_path, tmp_path, use_tags=use_tags, epochs=10, eval_step=100, train_batch_size=128,
+            hidden_size=32, inner_size=64, learning_rate=0.003,
+        )
+        results[use_tags] = run("TEMA", "tagds", config_dict=config, saved=False)["test_result"]
+    with_tags, without = results[True], results[False]
+    # 8 groups x 7 items per domain: the target's group fills the top 7 only if tags are used
+    assert with_tags["hit@10"] >= 0.8, dict(with_tags)
+    assert with_tags["hit@10"] >= without["hit@10"] + 0.3, (dict(with_tags), dict(without))
+    assert with_tags["mrr"] >= without["mrr"] + 0.03, (dict(with_tags), dict(without))
+
+
+def test_learns_the_shared_known_answer(tmp_path):
+    assert_learns_known_answer("TEMA", tmp_path, {"hidden_size": 32, "inner_size": 64, "n_layers": 1})
