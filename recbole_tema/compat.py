@@ -13,6 +13,8 @@ _NUMPY_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "st
 
 
 def _restore_numpy_aliases():
+    if np.lib.NumpyVersion(np.__version__) < "2.0.0":
+        return
     for alias, target in _NUMPY_ALIASES.items():
         if not hasattr(np, alias):
             setattr(np, alias, getattr(np, target))
