@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import pandas as pd
 
 from atomic_data_builders.enrich.items import ItemText
-from atomic_data_builders.sources.base import BadLines, SourceData, find_one, parse_lines
+from atomic_data_builders.sources.base import BadLines, SourceData, clean_text, find_one, parse_lines
 
 NAME = "split"
 
@@ -73,7 +73,8 @@ def _read_titles(path: Path, bad: BadLines) -> Dict[str, tuple]:
             raise ValueError(f"expected 3 tab-separated fields, got {len(parts)}")
         return parts
 
-    return {asin: (domain, title.strip()) for _, (asin, domain, title) in parse_lines(path, parse, bad, skip_header=True)}
+    # titles carry HTML entities (&amp;, &quot;) and the odd tag: plain text for taggers and encoders
+    return {asin: (domain, clean_text(title)) for _, (asin, domain, title) in parse_lines(path, parse, bad, skip_header=True)}
 
 
 def _domain_names(n: int, explicit: Optional[str], titles: Dict[str, tuple], by_id: Dict[int, tuple]) -> List[str]:
