@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = "tags_openai.jsonl"
 _TRANSIENT_STATUS = {408, 409, 429}  # and every 5xx
+# CLI names of the refinement options (atomic_data_builders.build) -> RefineConfig fields
+_CLI_ALIASES = {"max_tags_per_item": "max_tags", "min_tag_count": "min_count", "tag_merge_threshold": "merge_threshold"}
 _REJECTED_STATUS = {400, 413, 422}  # this request is bad (too long, ...): the item fails, the run goes on
 
 
@@ -82,7 +84,7 @@ class OpenAITagConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "OpenAITagConfig":
         """Build from a plain dict (CLI options, YAML); refine options may sit at the top level."""
-        values = dict(values)
+        values = {_CLI_ALIASES.get(k, k): v for k, v in values.items()}
         refine_names = {f.name for f in dataclasses.fields(RefineConfig)}
         refine = values.pop("refine", None) or {}
         if not isinstance(refine, RefineConfig):
@@ -222,7 +224,7 @@ def parse_reply(text: Optional[str], max_tags: int = 10, max_words: int = 4, tit
     if not body:
         raise BadReply("empty reply")
     try:
-        value = json.loads(body)
+        value = json.loads(body, strict=False)  # a raw tab or newline inside a tag is harmless: normalized away
     except json.JSONDecodeError as err:
         raise BadReply(f"not JSON: {err.msg} at character {err.pos}") from None
     if not isinstance(value, list):
@@ -461,7 +463,7 @@ def fetch_tags(items: Iterable, config: OpenAITagConfig,
             continue
         todo.append((item, key, body))
 
-    run = _Run(config, _make_client(config, http_client), cache, summary)
+    run = _Run(config, _make_client(config, http_client) if todo else None, cache, summary)
     interrupted: Optional[str] = None
     progress = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"LLM tags ({config.model})",
                     unit="item", disable=not config.progress)
@@ -489,6 +491,7 @@ def fetch_tags(items: Iterable, config: OpenAITagConfig,
             progress.update(1)
             progress.set_postfix(failed=summary.failed, refresh=False)
     finally:
+        run.stop.set()  # on an error or Ctrl-C, workers stop before their next request or backoff
         pool.shutdown(wait=True, cancel_futures=True)
         progress.close()
         cache.close()

@@ -16,6 +16,7 @@ from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.tags_openai import (CACHE_FILE, BadReply, OpenAITagConfig, TaggingInterrupted,
                                                      fetch_tags, load_prompts, parse_reply, render_messages)
 from atomic_data_builders.enrich.llama_server import free_port
+from atomic_data_builders.enrich.tags_refine import RefineConfig
 
 SECRET = "sk-test-0123456789-very-secret"
 
@@ -99,6 +100,7 @@ def config(tmp_path, base_url, **overrides):
 def test_parse_reply_accepts_a_json_list_and_normalizes():
     assert parse_reply('["Green Tea", "loose-leaf", "Organic!"]') == ["green_tea", "loose_leaf", "organic"]
     assert parse_reply('```json\n["tea", "matcha"]\n```') == ["tea", "matcha"]
+    assert parse_reply('["green\ttea", "matcha\n"]') == ["green_tea", "matcha"]  # raw control characters
 
 
 @pytest.mark.parametrize("reply, reason", [
@@ -249,3 +251,5 @@ def test_from_mapping_rejects_unknown_options():
         OpenAITagConfig.from_mapping({"llm_modle": "x"})
     cfg = OpenAITagConfig.from_mapping({"model": "m", "max_tags": 3, "min_count": 1})
     assert cfg.refine.max_tags == 3 and cfg.refine.min_count == 1 and cfg.max_reply_tags == 10
+    cfg = OpenAITagConfig.from_mapping({"max_tags_per_item": 4, "min_tag_count": 3, "tag_merge_threshold": 0.8})
+    assert cfg.refine == RefineConfig(merge_threshold=0.8, min_count=3, max_tags=4)
