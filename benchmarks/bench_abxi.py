@@ -36,6 +36,7 @@ PUBLISHED = {  # ABXI README v2.1, mean of 5 seeds: HR@5, HR@10, NDCG@10, MRR
     "kitchen": (0.1745, 0.2438, 0.1427, 0.1219),
 }
 KEYS = ("hit@5", "hit@10", "ndcg@10", "mrr")
+CURVE_KEYS = ("mrr/food", "mrr/kitchen", "hit@10/food", "hit@10/kitchen")
 
 
 class BudgetSpent(Exception):
@@ -153,7 +154,7 @@ def report(command, config, curve, test, train_s, stopped, n_params):
         valid = row.get("valid", {})
         lines.append(
             f"| {row['epoch']} | {row['loss']:.4f} | {row['train_s']:.0f} | {row.get('valid_s', 0):.0f} | "
-            + " | ".join(f"{valid.get(k, float('nan')):.4f}" for k in ("mrr/food", "mrr/kitchen", "hit@10/food", "hit@10/kitchen"))
+            + " | ".join(f"{valid.get(k, float('nan')):.4f}" for k in CURVE_KEYS)
             + " |"
         )
     return "\n".join(lines) + "\n"
@@ -170,8 +171,14 @@ def main():
     command = " ".join(shlex.quote(a) for a in sys.argv[1:])
     sys.argv[1:] = []  # RecBole's Config reads `--key=value` from the command line: give it none of ours.
 
+    out = Path(args.out).resolve() if args.out else None
+    home = Path.cwd()
     with tempfile.TemporaryDirectory() as scratch:
-        data_path = args.data_path or write_id_only_afk(args.source, Path(scratch) / "data")
+        if args.data_path:
+            data_path = Path(args.data_path).resolve()
+        else:
+            data_path = write_id_only_afk(args.source, Path(scratch) / "data")
+        os.chdir(scratch)  # RecBole writes log/ and log_tensorboard/ into the working directory
         config_dict = {
             "data_path": str(data_path),
             "checkpoint_dir": str(Path(scratch) / "saved"),
@@ -184,10 +191,10 @@ def main():
         }
         config_dict.update(parse_overrides(args.set))
         results = train_within_budget(config_dict, args.budget_min * 60)
+        os.chdir(home)
     text = report(command, *results)
     print(text)
-    if args.out:
-        out = Path(args.out)
+    if out:
         out.with_suffix(".part").write_text(text, encoding="utf-8")
         os.replace(out.with_suffix(".part"), out)
 

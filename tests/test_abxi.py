@@ -50,7 +50,8 @@ def test_rank_zero_switches_adapters_off(tmp_path):
 def test_domain_streams_follow_the_task(tmp_path):
     name = known_answer_dataset(tmp_path, n_users=20)
     model, _ = build(tmp_path, name)
-    a1, a2, b1, b2 = (torch.nonzero(model.item_domain == d).squeeze(1)[i].item() for d, i in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    first_items = lambda d: torch.nonzero(model.item_domain == d).squeeze(1)[:2].tolist()  # noqa: E731
+    (a1, a2), (b1, b2) = first_items(0), first_items(1)
     seq = torch.tensor([[a1, b1, a2, b2, 0]])  # [1, 5]
     # Next-item domains a1->b, b1->a, a2->b, b2->a (the row's target), then padding.
     task = torch.tensor([[1, 0, 1, 0, 0], [0, 1, 0, 1, 0]]).bool().view(1, 2, 5).flip(1)  # [1, D, L]
@@ -72,6 +73,16 @@ def test_scores_every_item_with_its_own_domain(tmp_path):
         assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
         picked = scores.gather(1, interaction[model.POS_ITEM_ID].view(-1, 1)).squeeze(1)  # [B]
         assert torch.allclose(model.predict(interaction), picked, atol=1e-5)
+        # Attending from the newest step only gives what attending from every step gives there.
+        seq, length = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]  # [B, L], [B]
+        last = length - 1  # [B]
+        task = torch.zeros(len(seq), model.n_domains, seq.shape[1], dtype=torch.bool)  # [B, D, L]
+        task[torch.arange(len(seq)), :, last] = True
+        rows = torch.arange(len(seq)).repeat_interleave(model.n_domains)  # [B*D]
+        doms = torch.arange(model.n_domains).repeat(len(seq))  # [B*D]
+        every_step = model._encode(seq, task, rows, last[rows], doms)  # [B*D, H]
+        newest_step = model._encode(seq, task, rows, last[rows], doms, last=last)  # [B*D, H]
+        assert torch.allclose(every_step, newest_step, atol=1e-5)
         # A history without any item of domain b still gives finite domain-b scores.
         only_a = torch.nonzero(model.item_domain == 0).squeeze(1)[:3].view(1, 3)  # [1, 3]
         out = model.forward(only_a, torch.tensor([3]))  # [1, D, H]

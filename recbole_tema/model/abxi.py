@@ -76,17 +76,26 @@ class CausalSelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, h, real):
-        # h: [N, L, H], real: [N, L] bool
+    def forward(self, h, real, query_steps=None):
+        """h: [N, L, H], real: [N, L] bool; query_steps: [N] to attend from one step per sequence only
+        (inference reads only the newest position), None for every step. Returns [N, Lq, H]."""
         N, L, H = h.shape
-        q, k, v = self.qkv(h).split(H, dim=-1)  # 3 x [N, L, H]
-        q, k, v = (x.view(N, L, self.n_heads, H // self.n_heads).transpose(1, 2) for x in (q, k, v))  # [N, nh, L, hd]
-        causal = torch.ones(L, L, dtype=torch.bool, device=h.device).tril()  # [L, L]
-        # Padding keys are hidden; the diagonal stays open so a padding query never sees an empty row (NaN).
-        allowed = causal & (real.unsqueeze(1) | torch.eye(L, dtype=torch.bool, device=h.device))  # [N, L, L]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))  # [N, nh, L, hd]
-        a = self.out(a.transpose(1, 2).reshape(N, L, H))  # [N, L, H]
-        return self.norm(h + self.dropout(a)) * real.unsqueeze(-1)  # [N, L, H]
+        steps = torch.arange(L, device=h.device)  # [L]
+        if query_steps is None:
+            queries, at = h, steps.view(1, L, 1).expand(N, L, 1)  # [N, L, H], [N, L, 1]
+        else:
+            queries, at = h[torch.arange(N, device=h.device), query_steps].unsqueeze(1), query_steps.view(N, 1, 1)
+        # Earlier real keys; the query's own step stays open so a padding query never sees an empty row (NaN).
+        allowed = (steps.view(1, 1, L) <= at) & (real.unsqueeze(1) | (steps.view(1, 1, L) == at))  # [N, Lq, L]
+        w_q, w_kv = self.qkv.weight.split([H, 2 * H])
+        b_q, b_kv = self.qkv.bias.split([H, 2 * H])
+        q = F.linear(queries, w_q, b_q)  # [N, Lq, H]
+        k, v = F.linear(h, w_kv, b_kv).split(H, dim=-1)  # 2 x [N, L, H]
+        q, k, v = (x.view(N, -1, self.n_heads, H // self.n_heads).transpose(1, 2) for x in (q, k, v))  # [N, nh, *, hd]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))  # [N, nh, Lq, hd]
+        a = self.out(a.transpose(1, 2).reshape(N, -1, H))  # [N, Lq, H]
+        real_q = real.gather(1, at.squeeze(-1))  # [N, Lq]
+        return self.norm(queries + self.dropout(a)) * real_q.unsqueeze(-1)  # [N, Lq, H]
 
 
 class ABXI(SequentialRecommender):
@@ -117,7 +126,6 @@ class ABXI(SequentialRecommender):
                 f"ABXI is a cross-domain model: dataset [{dataset.dataset_name}] has {domains.num_domains} "
                 f"domain(s) {domains.names} in its [{domains.field}] item field; it needs 2 or more."
             )
-        self.domain_names = domains.names
         self.n_domains = domains.num_domains
         self.register_buffer("item_domain", domains.item_domain.clone(), persistent=False)  # [n_items]
         for d in range(self.n_domains):
@@ -174,6 +182,13 @@ class ABXI(SequentialRecommender):
         last_len = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
         last_item = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
         inter = dataset.inter_feat
+        if self.train_objective == "sequence" and (inter is None or self.ITEM_SEQ_LEN not in inter):
+            raise ConfigurationError(
+                f"ABXI: train_objective `sequence` needs the sequential training split (rows with "
+                f"[{self.ITEM_SEQ_LEN}]) to find each user's whole training sequence; got dataset "
+                f"[{dataset.dataset_name}] without it. Build the model as RecBole does: "
+                f"ABXI(config, train_data.dataset)."
+            )
         if inter is None or self.ITEM_SEQ_LEN not in inter:
             return last_len, last_item
         users = inter[self.USER_ID].numpy()  # [R]
@@ -208,23 +223,25 @@ class ABXI(SequentialRecommender):
         h = (self.item_embedding(seqs) + self.position_embedding(positions)) * real.unsqueeze(-1)  # [N, L, H]
         return self.dropout(h), real
 
-    def _encode(self, item_seq, task, rows, steps, doms):
+    def _encode(self, item_seq, task, rows, steps, doms, last=None):
         """Representations for the queried (row, step, domain) triples.
 
         item_seq: [B, L]; task: [B, D, L] bool; rows, steps, doms: [Q] long, the queried positions and the
-        domain of the item to predict there. Returns [Q, H].
+        domain of the item to predict there. last: [B] when every query of row b is at step last[b] (then
+        attention runs from that step only). Returns [Q, H].
         """
         B, L = item_seq.shape
         D = self.n_domains
         streams = self._domain_streams(item_seq, task)  # [B, D, L]
         seqs = torch.cat([item_seq.unsqueeze(1), streams], dim=1).view(B * (D + 1), L)  # [B*(D+1), L]
         h, real = self._embed(seqs)  # [B*(D+1), L, H], [B*(D+1), L]
-        h = self.attention(h, real).view(B, D + 1, L, -1)  # [B, D+1, L, H]
-        real = real.view(B, D + 1, L)  # [B, D+1, L]
+        query_steps = None if last is None else last.repeat_interleave(D + 1)  # [B*(D+1)]
+        h = self.attention(h, real, query_steps).view(B, D + 1, -1, self.hidden_size)  # [B, D+1, Lq, H]
+        at = steps if last is None else torch.zeros_like(steps)  # [Q] step index within the queried steps
 
-        h_x = self._adapt(h[rows, 0, steps], 0)  # [Q, H] merged sequence, always real at a query
-        h_d = h[rows, doms + 1, steps]  # [Q, H] the task domain's sequence
-        has_d = real[rows, doms + 1, steps].unsqueeze(-1)  # [Q, 1]
+        h_x = self._adapt(h[rows, 0, at], 0)  # [Q, H] merged sequence, always real at a query
+        h_d = h[rows, doms + 1, at]  # [Q, H] the task domain's sequence (zero where it has no item yet)
+        has_d = (streams[rows, doms, steps] > 0).unsqueeze(-1)  # [Q, 1]
         h_inv = self.proj_inv(h_x)  # [Q, H]
         out = torch.empty_like(h_x)  # [Q, H]
         for d in range(D):
@@ -255,7 +272,7 @@ class ABXI(SequentialRecommender):
         task |= (steps.view(1, 1, L) == last.view(B, 1, 1))  # the next domain after the last item: every domain
         rows = torch.arange(B, device=dev).repeat_interleave(D)  # [B*D]
         doms = torch.arange(D, device=dev).repeat(B)  # [B*D]
-        out = self._encode(item_seq, task, rows, last[rows], doms)  # [B*D, H]
+        out = self._encode(item_seq, task, rows, last[rows], doms, last=last)  # [B*D, H]
         return out.view(B, D, -1)  # [B, D, H]
 
     # ------------------------------------------------------------------ training
@@ -287,7 +304,8 @@ class ABXI(SequentialRecommender):
             scored = (steps.view(1, L) == last.view(B, 1)) & (target_domain >= 0)  # [B, L] last position only
         rows, pos = scored.nonzero(as_tuple=True)  # [Q], [Q]
         doms = target_domain[rows, pos]  # [Q]
-        h = self._encode(item_seq, task, rows, pos, doms)  # [Q, H]
+        one_step = last if self.train_objective == "next_item" else None  # [B] or every step
+        h = self._encode(item_seq, task, rows, pos, doms, last=one_step)  # [Q, H]
 
         negatives = self._sample_negatives(dev)  # [M]
         seen = torch.cat([item_seq, pos_items.view(B, 1)], 1)  # [B, L+1] the user's training items
