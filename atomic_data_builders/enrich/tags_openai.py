@@ -304,8 +304,7 @@ def _request_key(item_id: Hashable, body: dict) -> str:
 def _safe_url(url: str) -> str:
     """The base URL without user:password@ (it may carry credentials)."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) \
-        if parts.hostname else url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,3 +121,28 @@ def test_server_killed_mid_run_resumes_from_cache(server, tmp_path):
     expected = {item.title for item in items(n) if item.item_id not in done}
     assert asked_titles == expected  # no cached item was asked again
     assert summary.calls == len(asked)
+
+
+def test_cli_builds_tags_through_the_server(server, tmp_path):
+    """`python -m atomic_data_builders split --tags openai` writes tags and weights; a re-run asks nothing."""
+    from tests.builders.helpers import read_item, run_cli, write_split
+
+    raw = write_split(tmp_path / "raw")
+    argv = ["split", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "toy", "--tags", "openai",
+            "--llm-base-url", server.base_url, "--llm-model", "smollm2-135m", "--llm-max-tokens", "40",
+            "--llm-extra-body", json.dumps(LLAMA_EXTRA), "--min-tag-count", "1", "--no-text-emb", "--no-tag-emb",
+            "--no-clip-txt", "--no-clip-img", "--no-progress"]
+    assert run_cli(*argv) == 0
+    item = read_item(tmp_path / "out" / "toy" / "toy.item")
+    tagged = item[item["tags:token_seq"] != ""]
+    assert len(tagged) >= 4  # of 5 items; a reply that never parses leaves an empty cell, not garbage
+    for tags, weights in zip(tagged["tags:token_seq"], tagged["tag_weights:float_seq"]):
+        assert all(TOKEN.match(t) for t in tags.split(" "))
+        assert len(weights.split(" ")) == len(tags.split(" "))
+        assert sum(float(w) for w in weights.split(" ")) == pytest.approx(1.0, abs=1e-3)
+    report = json.loads((tmp_path / "out" / "toy" / "toy.report.json").read_text())
+    assert "tags_openai" in json.dumps(report)
+
+    assert run_cli(*argv) == 0
+    again = json.loads((tmp_path / "out" / "toy" / "toy.report.json").read_text())
+    assert '"calls": 0' in json.dumps(again) and read_item(tmp_path / "out" / "toy" / "toy.item").equals(item)

@@ -14,7 +14,8 @@ import pytest
 
 from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.tags_openai import (CACHE_FILE, BadReply, OpenAITagConfig, TaggingInterrupted,
-                                                     fetch_tags, load_prompts, parse_reply, render_messages)
+                                                     _safe_url, fetch_tags, load_prompts, parse_reply,
+                                                     render_messages)
 from atomic_data_builders.enrich.llama_server import free_port
 from atomic_data_builders.enrich.tags_refine import RefineConfig
 
@@ -244,6 +245,7 @@ def test_api_key_is_sent_but_never_cached_logged_or_reported(tmp_path, monkeypat
     assert SECRET not in json.dumps(summary.as_dict())
     assert SECRET not in (tmp_path / "cache" / CACHE_FILE).read_text()
     assert tags == {"I0": ["tea"]}
+    assert _safe_url(f"http://user:{SECRET}@127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"  # reported URL
 
 
 def test_from_mapping_rejects_unknown_options():
