@@ -70,6 +70,8 @@ def _add_enrichment(parser) -> None:
     t.add_argument("--max-tags-per-item", type=int)
     t.add_argument("--min-tag-count", type=int, help="items of a domain a tag needs to be kept")
     t.add_argument("--tag-merge-threshold", type=float, help="cosine similarity at which two tags merge")
+    t.add_argument("--tag-min-df", type=int, help="local: items of a domain a phrase needs to be a candidate (3)")
+    t.add_argument("--tag-max-df", type=float, help="local: largest fraction of a domain's items a phrase may have (0.1)")
     o = parser.add_argument_group("LLM tagger (--tags openai; key read from the environment variable "
                                   "named by --llm-api-key-env)")
     o.add_argument("--llm-base-url")
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
                 facts.update(rows=int(len(source.inter)), items=len(source.items), domains=source.domains)
             report.data["bad_lines"] = bad.summary()
             folder = pipeline.build(source, args, report)
-    except (BadLineError, FileNotFoundError, ValueError) as err:
+    except (BadLineError, FileNotFoundError, ValueError, RuntimeError) as err:
+        # RuntimeError: the LLM tagger stopped (server gone, auth refused); its cache keeps the work done
         print(f"error: {err}", file=sys.stderr)
         return 2
     report.data["seconds"] = round(time.perf_counter() - started, 1)

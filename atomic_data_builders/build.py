@@ -208,6 +208,8 @@ def run_tagger(args, items: List[ItemText], encoder, facts: dict) -> Dict[str, l
         from atomic_data_builders.enrich.tags_local import tag_items
 
         config.update(progress=not args.no_progress)
+        config.update({key: getattr(args, option) for option, key in (("tag_min_df", "min_df"), ("tag_max_df", "max_df"))
+                       if getattr(args, option, None) is not None})
         return tag_items(items, config, report=facts, encode=encoder)
     if args.tags == "openai":
         from atomic_data_builders.enrich.tags_openai import OpenAITagConfig, tag_items

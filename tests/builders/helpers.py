@@ -111,7 +111,7 @@ def write_split_rich(folder: Path, n_users: int = 30, seed: int = 0) -> Path:
     for u in range(n_users):
         seq = rng.sample(range(1, 25), 4) + rng.sample(range(25, 49), 4)
         rng.shuffle(seq)
-        lines.append(f"{u} " + " ".join(f"{i}|{1000 + 86400 * (j // 3)}" for j, i in enumerate(seq)))
+        lines.append(f"{u} " + " ".join(f"{i}|{T0 + DAY * (j // 3)}" for j, i in enumerate(seq)))
     (folder / "rich_24_preprocessed.txt").write_text("\n".join(lines) + "\n")
     rows = ["asin\tdomain\ttitle"] + [f"{a}\t{'food' if a[0] == 'F' else 'kitchen'}\t{t}" for a, t in titles.items()]
     (folder / "titles.tsv").write_text("\n".join(rows) + "\n")
