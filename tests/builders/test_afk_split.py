@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.builders.helpers import run_cli
+from helpers import run_cli
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon-food-kitchen"
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from atomic_data_builders.atomic import atomic_open, order_interactions
-from tests.builders.helpers import read_inter, run_cli, write_split_rich
+from helpers import read_inter, run_cli, write_split_rich
 
 ITEM_COLS = ["item_id", "domain", "tags", "tag_weights", "tag_emb", "text_emb"]
 

@@ -6,7 +6,7 @@ from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.reduce import pca_column
 from atomic_data_builders.enrich.tags_local import phrases, tag_items
 from atomic_data_builders.enrich.text import CachedEncoder, tag_embeddings, text_embeddings
-from tests.builders.helpers import FOOD_WORDS, KITCHEN_WORDS
+from helpers import FOOD_WORDS, KITCHEN_WORDS
 
 
 @pytest.fixture(scope="module")
