@@ -87,7 +87,7 @@ def test_intra_domain_state_ignores_other_domains(tmp_path):
 
 SWITCHES = {
     "use_tags": "tags",
-    "tag_attention": "tag_bias",
+    "tag_attention": None,
     "use_text": None,
     "use_clip_img": None,
     "use_clip_txt": None,

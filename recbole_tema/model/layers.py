@@ -4,8 +4,8 @@ Item side: frozen item features held as buffers (:class:`FrozenItemFeatures`), t
 (:class:`ModalityProjection`), learnable tag tokens pooled per item (:class:`TagFusion`) and a
 gated fusion of whatever modalities an item has (:class:`GatedModalityFusion`).
 
-Sequence side: a pre-LayerNorm transformer encoder whose attention takes an additive per-pair bias
-(:class:`SequenceEncoder`), a tag-similarity bias between positions (:class:`TagPairBias`), the
+Sequence side: a causal pre-LayerNorm transformer encoder whose queries and keys can carry the
+items' tag vectors (:class:`SequenceEncoder`), the
 compaction of a merged sequence into one domain's sub-sequence (:func:`domain_subsequence`), the
 intra-domain and cross-domain user states (:class:`MultiDomainAttention`), and the loss over the
 target's own domain (:func:`in_domain_cross_entropy`).
@@ -170,25 +170,14 @@ class GatedModalityFusion(nn.Module):
         return (alpha.unsqueeze(-1) * modalities).sum(1)  # [n_items, hidden]
 
 
-class TagPairBias(nn.Module):
-    """Attention bias between positions from the similarity of their items' tag vectors.
-
-    bias[b, h, i, j] = scale_h * cos(tag_i, tag_j): positions whose items share tags attend to each
-    other more; an item without tags has a zero vector and so adds no bias.
-    """
-
-    def __init__(self, n_heads):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(n_heads))
-
-    def forward(self, tag_vectors):
-        unit = F.normalize(tag_vectors, dim=-1, eps=1e-6)  # [B, L, Ht]
-        similarity = unit @ unit.transpose(1, 2)  # [B, L, L]
-        return self.scale.view(1, -1, 1, 1) * similarity.unsqueeze(1)  # [B, heads, L, L]
-
-
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with an additive mask/bias of shape [B, 1 or heads, L, L]."""
+    """Causal multi-head self-attention over left-aligned sequences.
+
+    RecBole's item lists are left aligned (real items first, padding after), so a causal mask alone
+    keeps every real position away from padding: no padding mask is needed, and the fused
+    ``is_causal`` kernel applies. ``qk_extra`` [B, L, 2H] (optional) is added to the queries and
+    keys only: TEMA puts projected tag vectors there, so q_i . k_j gains a learned tag-to-tag term.
+    """
 
     def __init__(self, hidden_size, n_heads, attn_dropout_prob, hidden_dropout_prob):
         super().__init__()
@@ -200,14 +189,17 @@ class SelfAttention(nn.Module):
         self.attn_dropout_prob = attn_dropout_prob
         self.dropout = nn.Dropout(hidden_dropout_prob)
 
-    def forward(self, x, bias):
+    def forward(self, x, qk_extra=None):
         B, L, H = x.shape
-        q, k, v = self.qkv(x).split(H, dim=-1)  # 3 x [B, L, H]
+        qkv = self.qkv(x)  # [B, L, 3H]
+        if qk_extra is not None:
+            qkv = qkv + F.pad(qk_extra, (0, H))  # [B, L, 3H], values untouched
+        q, k, v = qkv.split(H, dim=-1)  # 3 x [B, L, H]
         q = q.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
         k = k.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
         v = v.view(B, L, self.n_heads, -1).transpose(1, 2)  # [B, heads, L, H/heads]
         dropout = self.attn_dropout_prob if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # [B, heads, L, H/heads]
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # [B, heads, L, H/heads]
         y = y.transpose(1, 2).reshape(B, L, H)  # [B, L, H]
         return self.dropout(self.out(y))  # [B, L, H]
 
@@ -224,65 +216,40 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+    """Pre-LayerNorm transformer block; with ``tag_attention``, tags enter its queries and keys."""
 
-    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, hidden_dropout_prob, layer_norm_eps):
+    def __init__(self, config, tag_attention):
         super().__init__()
-        self.norm_attn = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.attn = SelfAttention(hidden_size, n_heads, attn_dropout_prob, hidden_dropout_prob)
-        self.norm_ffn = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = FeedForward(hidden_size, inner_size, hidden_dropout_prob)
+        hidden, eps = config["hidden_size"], config["layer_norm_eps"]
+        self.norm_attn = nn.LayerNorm(hidden, eps=eps)
+        self.attn = SelfAttention(hidden, config["n_heads"], config["attn_dropout_prob"], config["hidden_dropout_prob"])
+        self.norm_ffn = nn.LayerNorm(hidden, eps=eps)
+        self.ffn = FeedForward(hidden, config["inner_size"], config["hidden_dropout_prob"])
+        self.tag_qk = nn.Linear(hidden, 2 * hidden, bias=False) if tag_attention else None
 
-    def forward(self, x, bias):
-        x = x + self.attn(self.norm_attn(x), bias)  # [B, L, H]
+    def forward(self, x, tag_vectors=None):
+        qk_extra = self.tag_qk(tag_vectors) if self.tag_qk is not None else None  # [B, L, 2H]
+        x = x + self.attn(self.norm_attn(x), qk_extra)  # [B, L, H]
         return x + self.ffn(self.norm_ffn(x))  # [B, L, H]
 
 
-def causal_mask(item_seq):
-    """Additive mask [B, 1, L, L]: position i sees valid positions j <= i, and always itself.
-
-    Seeing itself keeps a padding position's softmax non-empty (no NaN) without touching real ones.
-    """
-    L = item_seq.shape[1]
-    valid = item_seq > 0  # [B, L]
-    lower = torch.ones(L, L, dtype=torch.bool, device=item_seq.device).tril()  # [L, L]
-    diagonal = torch.eye(L, dtype=torch.bool, device=item_seq.device)  # [L, L]
-    allowed = (lower & valid.unsqueeze(1)) | diagonal  # [B, L, L]
-    zero = torch.zeros((), device=item_seq.device)
-    return torch.where(allowed, zero, float("-inf")).unsqueeze(1)  # [B, 1, L, L]
-
-
 class SequenceEncoder(nn.Module):
-    """Item vectors of a (left-aligned, zero-padded) sequence -> contextual states, causally."""
+    """Item vectors of a left-aligned, zero-padded sequence -> contextual states, causally."""
 
-    def __init__(self, config):
+    def __init__(self, config, tag_attention=False):
         super().__init__()
         hidden = config["hidden_size"]
         self.position = nn.Embedding(config["MAX_ITEM_LIST_LENGTH"], hidden)
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
-        self.blocks = nn.ModuleList(
-            Block(
-                hidden,
-                config["n_heads"],
-                config["inner_size"],
-                config["attn_dropout_prob"],
-                config["hidden_dropout_prob"],
-                config["layer_norm_eps"],
-            )
-            for _ in range(config["n_layers"])
-        )
+        self.blocks = nn.ModuleList(Block(config, tag_attention) for _ in range(config["n_layers"]))
         self.norm_out = nn.LayerNorm(hidden, eps=config["layer_norm_eps"])
 
-    def forward(self, item_seq, item_vectors, pair_bias=None):
-        # item_seq: [B, L] ids (0 = padding); item_vectors: [B, L, H]; pair_bias: [B, heads, L, L]
-        L = item_seq.shape[1]
-        positions = torch.arange(L, device=item_seq.device)  # [L]
+    def forward(self, item_vectors, tag_vectors=None):
+        # item_vectors: [B, L, H]; tag_vectors: [B, L, H] (zero for items without tags)
+        positions = torch.arange(item_vectors.shape[1], device=item_vectors.device)  # [L]
         x = self.dropout(item_vectors + self.position(positions))  # [B, L, H]
-        bias = causal_mask(item_seq)  # [B, 1, L, L]
-        if pair_bias is not None:
-            bias = bias + pair_bias  # [B, heads, L, L]
         for block in self.blocks:
-            x = block(x, bias)  # [B, L, H]
+            x = block(x, tag_vectors)  # [B, L, H]
         return self.norm_out(x)  # [B, L, H]
 
 
@@ -292,13 +259,17 @@ def last_state(states, lengths):
     return states.gather(1, index).squeeze(1)  # [B, H]
 
 
-def domain_subsequence(item_seq, seq_domain, domain):
+def domain_subsequence(item_seq, seq_domain, domain, max_len=None):
     """Compacts the items of one domain out of merged sequences, keeping their order.
 
     item_seq, seq_domain: [B, L] (domain -1 at padding). Returns the sub-sequences [B, W] left
-    aligned and zero padded (W = longest sub-sequence, at least 1) and their lengths [B].
+    aligned and zero padded (W = longest sub-sequence, at least 1) and their lengths [B]. With
+    ``max_len``, only the most recent ``max_len`` items of the domain are kept.
     """
     keep = seq_domain == domain  # [B, L]
+    if max_len:
+        from_end = keep.sum(1, keepdim=True) - keep.cumsum(1)  # [B, L], 0 at the domain's last item
+        keep = keep & (from_end < max_len)  # [B, L]
     lengths = keep.sum(1)  # [B]
     width = max(int(lengths.max()), 1) if lengths.numel() else 1
     # Kept items go to their rank among kept items; the others to a spill column dropped below.
@@ -313,23 +284,27 @@ class MultiDomainAttention(nn.Module):
 
     One :class:`SequenceEncoder` per domain reads that domain's compacted sub-sequence; a batch row
     is only encoded by the encoder of its target's domain (the only intra state its score uses), so
-    all intra-domain encoders together cost about one pass over the batch.
-    ``pair_bias`` (optional) maps item ids [B, L] to an attention bias [B, heads, L, L].
+    all intra-domain encoders together cost at most one pass over the batch, and ``intra_max_len``
+    (the most recent in-domain items read) makes that pass shorter.
+    ``tag_table`` (optional, with ``tag_attention``) [n_items, H] holds each item's tag vector.
     """
 
-    def __init__(self, config, n_domains, use_intra, use_cross):
+    def __init__(self, config, n_domains, use_intra, use_cross, tag_attention=False):
         super().__init__()
+        self.intra_max_len = config["intra_max_len"]
         if not (use_intra or use_cross):
             raise ConfigurationError("At least one of intra_domain_encoder / cross_domain_encoder must be True.")
-        self.cross = SequenceEncoder(config) if use_cross else None
-        self.intra = nn.ModuleList(SequenceEncoder(config) for _ in range(n_domains)) if use_intra else None
+        self.cross = SequenceEncoder(config, tag_attention) if use_cross else None
+        self.intra = (
+            nn.ModuleList(SequenceEncoder(config, tag_attention) for _ in range(n_domains)) if use_intra else None
+        )
 
-    def forward(self, item_table, item_domain, item_seq, seq_len, target_domain, pair_bias=None):
+    def forward(self, item_table, item_domain, item_seq, seq_len, target_domain, tag_table=None):
         # item_table: [n_items, H]; item_domain: [n_items]; item_seq: [B, L]; seq_len, target_domain: [B]
         cross_state = intra_state = has_intra = None
         if self.cross is not None:
-            bias = pair_bias(item_seq) if pair_bias is not None else None  # [B, heads, L, L]
-            states = self.cross(item_seq, item_table[item_seq], bias)  # [B, L, H]
+            tags = tag_table[item_seq] if tag_table is not None else None  # [B, L, H]
+            states = self.cross(item_table[item_seq], tags)  # [B, L, H]
             cross_state = last_state(states, seq_len)  # [B, H]
         if self.intra is not None:
             seq_domain = item_domain[item_seq]  # [B, L]
@@ -339,9 +314,11 @@ class MultiDomainAttention(nn.Module):
                 rows = (target_domain == domain).nonzero().squeeze(1)  # [B_d]
                 if rows.numel() == 0:
                     continue
-                sub_seq, sub_len = domain_subsequence(item_seq[rows], seq_domain[rows], domain)  # [B_d, W], [B_d]
-                bias = pair_bias(sub_seq) if pair_bias is not None else None  # [B_d, heads, W, W]
-                states = encoder(sub_seq, item_table[sub_seq], bias)  # [B_d, W, H]
+                sub_seq, sub_len = domain_subsequence(
+                    item_seq[rows], seq_domain[rows], domain, self.intra_max_len
+                )  # [B_d, W], [B_d]
+                tags = tag_table[sub_seq] if tag_table is not None else None  # [B_d, W, H]
+                states = encoder(item_table[sub_seq], tags)  # [B_d, W, H]
                 intra_state = intra_state.index_copy(0, rows, last_state(states, sub_len))  # [B, H]
                 has_intra = has_intra.index_copy(0, rows, sub_len > 0)  # [B]
         return cross_state, intra_state, has_intra

@@ -13,7 +13,8 @@ What this implementation does (written from the paper's description, not its cod
       attention over the tags), fused by a learned gate over the modalities the item has;
     * tag-enriched multi-attention: one causal encoder per domain over that domain's sub-sequence
       of the merged history, one cross-domain encoder over the merged history, and in every
-      encoder an attention bias from the tag similarity of the two positions' items;
+      encoder the items' tag vectors added to the attention queries and keys (so the attention
+      score between two positions gains a learned term in their tags);
     * user representation for a target: a learned gate between the cross-domain state and the
       target domain's intra-domain state; cross-entropy over the target domain's items.
 """
@@ -30,7 +31,6 @@ from recbole_tema.model.layers import (
     ModalityProjection,
     MultiDomainAttention,
     TagFusion,
-    TagPairBias,
     enabled_feature_fields,
     in_domain_cross_entropy,
     init_weights,
@@ -82,10 +82,10 @@ class TEMA(SequentialRecommender):
         n_modalities = 1 + len(self.features.fields) + (self.tags is not None)
         self.fusion = GatedModalityFusion(self.hidden_size, n_modalities) if n_modalities > 1 else None
 
-        # tag-enriched multi-attention; the tag bias needs some tag vector for every item
+        # tag-enriched multi-attention: tag vectors (learned tags, else projected tag_emb) join Q and K
         self.tag_source = "tags" if self.tags is not None else ("tag_emb" if "tag_emb" in self.features.fields else None)
-        self.tag_bias = TagPairBias(self.n_heads) if use_tag_attention and self.tag_source else None
-        self.encoders = MultiDomainAttention(config, self.n_domains, use_intra, use_cross)
+        self.tag_attention = bool(use_tag_attention and self.tag_source)
+        self.encoders = MultiDomainAttention(config, self.n_domains, use_intra, use_cross, self.tag_attention)
         self.gate = nn.Linear(2 * self.hidden_size, self.hidden_size) if use_intra and use_cross else None
         # stands in for the intra-domain state of a user with no history in the target's domain
         self.empty_intra = nn.Parameter(torch.zeros(self.n_domains, self.hidden_size)) if use_intra else None
@@ -126,11 +126,9 @@ class TEMA(SequentialRecommender):
     def forward(self, item_seq, item_seq_len, target_domain, item_table=None, tag_vectors=None):
         if item_table is None:
             item_table, tag_vectors = self.item_representations()  # [n_items, H], [n_items, H]
-        pair_bias = None
-        if self.tag_bias is not None:
-            pair_bias = lambda seq: self.tag_bias(tag_vectors[seq])  # noqa: E731  [B, heads, L, L]
+        tag_table = tag_vectors if self.tag_attention else None  # [n_items, H] or None
         cross, intra, has_intra = self.encoders(
-            item_table, self.item_domain, item_seq, item_seq_len, target_domain, pair_bias
+            item_table, self.item_domain, item_seq, item_seq_len, target_domain, tag_table
         )  # [B, H] or None, [B, H] or None, [B] or None
         if intra is not None:
             intra = torch.where(has_intra.unsqueeze(-1), intra, self.empty_intra[target_domain])  # [B, H]

@@ -1,0 +1,207 @@
+"""Seconds per training epoch and peak memory of TEMA, LLMEMF and SASRec on the same data.
+
+Data: the built-in two-domain ml-100k-cd (943 users, 1,682 movies, 100k ratings), enriched into
+``ml-100k-cdf``: ``tags`` = the movie's real ml-100k genres (uniform ``tag_weights``) and synthetic
+frozen features (seeded Gaussian ``text_emb`` 384-d, ``clip_txt`` / ``clip_img`` 512-d, every tenth
+item with an empty ``clip_img``). The features are random: this measures cost, not accuracy.
+
+Each model runs in its own subprocess (so its peak RSS is its own) through the plugin's config,
+data preparation and trainer; every model gets the same hidden size, layers, batch and sequence
+length. The parent stops launching models when the wall-clock budget is spent, and writes the table
+(machine, command, epochs, wall time) to ``--out`` under a temporary name, then renames it.
+
+    python benchmarks/bench_models.py --epochs 2 --budget-min 25 --out benchmarks/results_models.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DATASET = "ml-100k-cdf"
+COMMON = {
+    "hidden_size": 64,
+    "inner_size": 256,
+    "n_layers": 2,
+    "n_heads": 2,
+    "train_batch_size": 2048,
+    "eval_batch_size": 2048,
+    "MAX_ITEM_LIST_LENGTH": 50,
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+    "metrics": ["Hit", "NDCG", "MRR"],
+    "topk": [10],
+    "valid_metric": "MRR",
+    "show_progress": False,
+    "state": "WARNING",
+    "seed": 2020,
+}
+
+
+def _read_atomic(path):
+    with open(path, encoding="utf-8") as handle:
+        header = [column.split(":")[0] for column in handle.readline().rstrip("\n").split("\t")]
+        return [dict(zip(header, line.rstrip("\n").split("\t"))) for line in handle]
+
+
+def _vector(rng, dim):
+    return " ".join(f"{rng.gauss(0.0, 1.0):.4f}" for _ in range(dim))
+
+
+def build_dataset(root):
+    """Writes ``root/ml-100k-cdf/`` from the built-in ml-100k-cd plus genres and synthetic features."""
+    import recbole
+
+    from recbole_tema.data.builtin import build_ml100k_cd
+
+    source = Path(root) / "ml-100k-cd"
+    build_ml100k_cd(source)
+    genres = {row["item_id"]: row["class"].split() for row in _read_atomic(
+        Path(recbole.__file__).parent / "dataset_example" / "ml-100k" / "ml-100k.item")}
+    folder = Path(root) / DATASET
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    with open(folder / f"{DATASET}.item", "w", encoding="utf-8") as out:
+        out.write("item_id:token\tdomain:token\ttags:token_seq\ttag_weights:float_seq\t"
+                  "text_emb:float_seq\tclip_txt:float_seq\tclip_img:float_seq\n")
+        for index, row in enumerate(_read_atomic(source / "ml-100k-cd.item")):
+            tags = [genre.lower() for genre in genres[row["item_id"]]]
+            weights = " ".join(f"{1 / len(tags):.4f}" for _ in tags)
+            image = "" if index % 10 == 0 else _vector(rng, 512)
+            out.write(f"{row['item_id']}\t{row['domain']}\t{' '.join(tags)}\t{weights}\t"
+                      f"{_vector(rng, 384)}\t{_vector(rng, 512)}\t{image}\n")
+    os.replace(source / "ml-100k-cd.inter", folder / f"{DATASET}.inter")
+    return str(root)
+
+
+def rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child(model_name, data_path, epochs):
+    """Trains one model for ``epochs`` epochs, evaluates once; prints one JSON line."""
+    import torch
+    from recbole.utils import init_seed
+
+    from recbole_tema.config import Config
+    from recbole_tema.quick_start import build_trainer, prepare_data
+    from recbole_tema.registry import get_model
+
+    config = Config(model=model_name, dataset=DATASET, config_dict={**COMMON, "data_path": data_path,
+                                                                  "checkpoint_dir": tempfile.mkdtemp()})
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, valid_data, _ = prepare_data(config)
+    data_rss = rss_mib()
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset)
+    trainer = build_trainer(config, model, train_data)
+    epoch_seconds, losses = [], []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        loss = trainer._train_epoch(train_data, epoch, show_progress=False)
+        epoch_seconds.append(time.perf_counter() - start)
+        losses.append(float(loss if not isinstance(loss, tuple) else sum(loss)))
+    start = time.perf_counter()
+    result = trainer.evaluate(valid_data, load_best_model=False)
+    print(json.dumps({
+        "model": model_name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "epoch_seconds": epoch_seconds,
+        "losses": losses,
+        "eval_seconds": time.perf_counter() - start,
+        "valid_mrr": result["mrr"],
+        "data_rss_mib": data_rss,
+        "peak_rss_mib": rss_mib(),
+        "threads": torch.get_num_threads(),
+    }))
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, load average at start {load:.1f}"
+
+
+def write_table(out, rows, header_lines):
+    lines = list(header_lines) + [
+        "",
+        "| model | parameters | s / epoch (mean) | each epoch (s) | eval (s) | peak RSS (MiB) | RSS after data (MiB) | valid MRR | vs SASRec |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    base = next((r for r in rows if r["model"] == "SASRec"), None)
+    for r in rows:
+        mean = sum(r["epoch_seconds"]) / len(r["epoch_seconds"])
+        ratio = f"{mean / (sum(base['epoch_seconds']) / len(base['epoch_seconds'])):.2f}x" if base else "-"
+        each = ", ".join(f"{s:.1f}" for s in r["epoch_seconds"])
+        lines.append(f"| {r['model']} | {r['params']:,} | {mean:.1f} | {each} | {r['eval_seconds']:.1f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['data_rss_mib']:.0f} | {r['valid_mrr']:.4f} | {ratio} |")
+    out = Path(out)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, out)
+    print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["SASRec", "TEMA", "LLMEMF"])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--budget-min", type=float, default=25.0)
+    parser.add_argument("--out", default="benchmarks/results_models.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--data-path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.data_path, args.epochs)
+        return
+
+    started = time.time()
+    deadline = started + args.budget_min * 60
+    header = [
+        "# Training cost of TEMA, LLMEMF and SASRec on the same data",
+        "",
+        f"- machine: {machine()}",
+        f"- command: `python {' '.join(sys.argv)}`",
+        f"- data: {DATASET} (ml-100k-cd + real genres as tags, synthetic frozen text/CLIP features), "
+        f"hidden 64, 2 layers, 2 heads, batch 2048, max length 50, full-ranking evaluation",
+        f"- epochs per model: {args.epochs}; each model in its own process, one after another",
+    ]
+    rows, skipped = [], []
+    with tempfile.TemporaryDirectory() as root:
+        data_path = build_dataset(root)
+        for model_name in args.models:
+            left = deadline - time.time()
+            if left <= 0:
+                skipped.append(model_name)
+                continue
+            try:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", model_name, "--data-path", data_path, "--epochs", str(args.epochs)],
+                    capture_output=True, text=True, timeout=left, check=True,
+                )
+            except subprocess.TimeoutExpired:
+                skipped.append(model_name)
+                continue
+            except subprocess.CalledProcessError as error:
+                raise SystemExit(f"{model_name} failed:\n{error.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    header.append(f"- wall time of the whole run: {(time.time() - started) / 60:.1f} min (budget {args.budget_min} min)")
+    if skipped:
+        header.append(f"- not measured (budget spent): {', '.join(skipped)}")
+    write_table(args.out, rows, header)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""LLMEMF: trains and evaluates on tiny data, handles missing features, uses no tags, ablates."""
+
+import math
+
+import pytest
+import torch
+
+from fixtures import assert_learns_known_answer
+from models.cdsr_data import tiny_config, write_feature_dataset
+from models.harness import build, check_finite, first_batch, n_parameters
+from recbole_tema.quick_start import run
+
+VARIANTS = {
+    "all_features": dict(features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=0),
+    "domain_only": dict(features=(), tags=False, missing_every=0),
+    "missing_features": dict(features=("clip_txt", "clip_img"), tags=False, missing_every=3),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_trains_one_epoch_and_evaluates(tmp_path, variant):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", **VARIANTS[variant])
+    config = tiny_config(data_path, tmp_path)
+    result = run("LLMEMF", "feat", config_dict=config)
+    for key in ("hit@10", "mrr", "hit@10/a", "hit@10/b"):
+        assert math.isfinite(result["test_result"][key]), key
+    assert result["test_result"]["targets"] == 60
+
+    model, train_data, valid_data = build("LLMEMF", "feat", config)
+    check_finite(model, train_data, valid_data)
+
+
+def test_uses_clip_and_text_features_but_no_tags(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat")
+    model, _, _ = build("LLMEMF", "feat", tiny_config(data_path, tmp_path, use_tag_emb=True))
+    assert sorted(model.features.fields) == ["clip_img", "clip_txt", "text_emb"]
+    assert not any("tag" in name for name, _ in model.named_parameters())
+    assert "features.feat_clip_img" in dict(model.named_buffers())
+    assert "features.feat_clip_img" not in dict(model.named_parameters())
+
+
+SWITCHES = ("use_text", "use_clip_img", "use_clip_txt", "intra_domain_encoder", "cross_domain_encoder")
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_each_switch_removes_its_part(tmp_path, switch):
+    data_path = write_feature_dataset(tmp_path / "data", "feat")
+    full, _, valid_data = build("LLMEMF", "feat", tiny_config(data_path, tmp_path))
+    ablated, _, _ = build("LLMEMF", "feat", tiny_config(data_path, tmp_path, **{switch: False}))
+    assert n_parameters(ablated) < n_parameters(full)
+    # with every shared weight equal, the outputs differ only through the removed part
+    kept = ablated.state_dict()
+    shared = {k: v for k, v in full.state_dict().items() if k in kept and kept[k].shape == v.shape}
+    ablated.load_state_dict(shared, strict=False)
+    full.eval(), ablated.eval()
+    interaction = first_batch(valid_data)
+    with torch.no_grad():
+        a, b = full.full_sort_predict(interaction), ablated.full_sort_predict(interaction)
+    finite = torch.isfinite(a)
+    assert (a[finite] - b[finite]).abs().max() > 1e-6
+
+
+def test_both_encoders_off_is_refused(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat")
+    config = tiny_config(data_path, tmp_path, intra_domain_encoder=False, cross_domain_encoder=False)
+    with pytest.raises(ValueError, match="intra_domain_encoder"):
+        build("LLMEMF", "feat", config)
+
+
+def test_learns_the_shared_known_answer(tmp_path):
+    assert_learns_known_answer("LLMEMF", tmp_path, {"hidden_size": 32, "inner_size": 64, "n_layers": 1})
