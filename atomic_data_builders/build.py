@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from atomic_data_builders.atomic import atomic_open, item_column_types, read_item, write_inter, write_item
+from atomic_data_builders.atomic import (atomic_open, item_column_types, order_interactions, read_item, write_inter,
+                                         write_item)
 from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.report import BuildReport, dataset_stats
 from atomic_data_builders.sources.base import SourceData
@@ -43,13 +44,17 @@ def cache_folder(args) -> Path:
 
 
 def build(source: SourceData, args, report: BuildReport) -> Path:
-    """Filter, write `.inter`, enrich and write `.item` and the report; returns the dataset folder."""
+    """Filter, enrich, then write `.inter`, `.item` and the report; returns the dataset folder.
+
+    Both atomic files are written only once every stage has finished, so an interrupted build
+    leaves the previous dataset (if any) as it was, never a new `.inter` beside an old `.item`.
+    """
     folder = dataset_folder(args)
     filters = FilterConfig(**{k: v for k, v in vars(args).items() if k in FilterConfig.__dataclass_fields__
                               and v is not None})
-    with report.stage("filter+inter") as facts:
+    with report.stage("filter+order") as facts:
         inter, steps = apply_filters(source.inter, source.domains, filters)
-        written = write_inter(folder / f"{args.dataset}.inter", inter, tie_step=args.tie_step)
+        written = order_interactions(inter, tie_step=args.tie_step)
         facts["rows"] = int(len(written))
     report.data.update({"filters": steps, "filter_config": filters.as_dict(), "source_info": source.info,
                         "dataset": dataset_stats(written, source.domains)})
@@ -59,6 +64,9 @@ def build(source: SourceData, args, report: BuildReport) -> Path:
     save_items(cache_folder(args) / "items.jsonl", items)
     table = pd.DataFrame({"item_id": [it.item_id for it in items], "domain": [it.domain for it in items]})
     table = run_stages(items, table, args, report)
+    with report.stage("write inter") as facts:
+        write_inter(folder / f"{args.dataset}.inter", written, tie_step=args.tie_step)
+        facts["rows"] = int(len(written))
     finish_item(folder, args, table, report)
     return folder
 

@@ -101,3 +101,25 @@ def test_ties_get_strictly_increasing_times_in_source_order():
     assert out["user_id"].tolist() == ["b", "b", "b", "a", "a"]
     assert out["item_id"].tolist() == ["v", "x", "z", "w", "y"]
     assert out["timestamp"].tolist() == [5.0, 6.0, 7.0, 1.0, 2.0]
+
+
+def test_interrupted_build_keeps_the_previous_dataset(tmp_path, monkeypatch):
+    from helpers import write_split
+
+    raw = write_split(tmp_path / "raw")
+    out = tmp_path / "out"
+    assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "t", "--plain", "--no-progress") == 0
+    before = {p.name: p.read_bytes() for p in (out / "t").iterdir() if p.is_file()}
+    seq = raw / "toy_5_preprocessed.txt"
+    seq.write_text(seq.read_text() + "9 1|5 4|6\n")  # the new build would have one more user
+
+    import atomic_data_builders.enrich.text as text
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(text, "text_embeddings", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "t", "--tags", "none", "--no-progress")
+    after = {p.name: p.read_bytes() for p in (out / "t").iterdir() if p.is_file()}
+    assert after == before  # same files, same bytes: no new .inter beside the old .item, no temp file
