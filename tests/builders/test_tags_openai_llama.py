@@ -48,7 +48,8 @@ def items(n):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = LlamaServer(smollm2_gguf(), n_ctx=1024, log_path=tmp_path_factory.mktemp("llama") / "server.log")
+    # one thread: on a busy 2-core runner, two llama.cpp threads spin against each other (5-10x slower)
+    srv = LlamaServer(smollm2_gguf(), n_ctx=1024, n_threads=1, log_path=tmp_path_factory.mktemp("llama") / "server.log")
     srv.start(timeout=120)
     yield srv
     srv.stop()
