@@ -5,10 +5,13 @@ Per domain:
 1. candidate phrases are the 1- to 3-word n-grams of titles and the category names, split at
    punctuation and numbers (sizes, counts), not starting or ending with a stopword or a unit;
 2. the vocabulary keeps phrases used by at least `min_df` items and at most `max_df` of them
-   (a phrase every item has, like the domain's root category, tells items apart no better than none);
-3. each item's candidates are the vocabulary phrases of its own text, ranked by the cosine
-   similarity between the phrase embedding and the item text embedding (what the phrase says
-   about this item, rather than how often it occurs), the best `max_candidates` kept;
+   (a phrase every item has, like the domain's root category, tells items apart no better than none),
+   and drops a phrase that never occurs outside one longer phrase ("marys gone" when every such
+   title says "marys gone crackers"): it is a fragment, not a concept;
+3. each item's candidates are the vocabulary phrases of its own text, ranked by maximal marginal
+   relevance: cosine similarity between the phrase and the item text embeddings (what the phrase
+   says about this item, rather than how often it occurs) minus a penalty for similarity to the
+   phrases already chosen ("betty crocker", then not "betty"), the best `max_candidates` kept;
 4. `refine_tags` normalizes, merges near-duplicate phrases, drops rare ones, caps and weights.
 """
 from __future__ import annotations
@@ -86,6 +89,7 @@ def tag_items(items: Sequence[ItemText], config: Optional[Mapping] = None, repor
     config = dict(config or {})
     min_df, max_df = int(config.get("min_df", 3)), float(config.get("max_df", 0.1))
     max_candidates, max_n = int(config.get("max_candidates", 12)), int(config.get("max_ngram", 3))
+    diversity = float(config.get("diversity", 0.3))  # weight of the redundancy penalty (0: pure relevance)
     refine = RefineConfig(merge_threshold=float(config.get("tag_merge_threshold", 0.9)),
                           min_count=int(config.get("min_tag_count", 2)),
                           max_tags=int(config.get("max_tags_per_item", 8)))
@@ -106,8 +110,9 @@ def tag_items(items: Sequence[ItemText], config: Optional[Mapping] = None, repor
         cands = {it.item_id: item_candidates(it, max_n) for it in members}
         df = Counter(p for ps in cands.values() for p in ps)
         limit = max(min_df, max_df * len(members))
-        vocab = sorted(p for p, c in df.items() if min_df <= c <= limit)
-        stats[domain] = {"items": len(members), "phrases": len(df), "vocabulary": len(vocab)}
+        fragments = _fragments(df)
+        vocab = sorted(p for p, c in df.items() if min_df <= c <= limit and p not in fragments)
+        stats[domain] = {"items": len(members), "phrases": len(df), "fragments": len(fragments), "vocabulary": len(vocab)}
         if not vocab:
             continue
         index = {p: j for j, p in enumerate(vocab)}
@@ -118,8 +123,9 @@ def tag_items(items: Sequence[ItemText], config: Optional[Mapping] = None, repor
         for it, vector in tqdm(zip(with_text, item_emb), total=len(with_text), desc=f"tags_local rank/{domain}",
                                unit="item", disable=not progress):
             own = [p for p in cands[it.item_id] if p in index]
-            sims = phrase_emb[[index[p] for p in own]] @ vector  # [k, dim] @ [dim] -> [k]
-            ranked[it.item_id] = [own[j] for j in np.argsort(-sims, kind="stable")[:max_candidates]]
+            emb = phrase_emb[[index[p] for p in own]]  # [k, dim]
+            order = _mmr(emb @ vector, emb @ emb.T, max_candidates, diversity)  # [k] @ ... -> chosen indices
+            ranked[it.item_id] = [own[j] for j in order]
     domains = {it.item_id: it.domain for it in items}
     refined = refine_tags(ranked, domains, refine, encode=lambda texts: encode(texts, desc="tags_local merge"))
     result = {i: tags for i, tags in refined.items() if tags}
@@ -127,8 +133,37 @@ def tag_items(items: Sequence[ItemText], config: Optional[Mapping] = None, repor
         report["tags_local"] = {"domains": stats, "items_tagged": len(result), "items": len(items),
                                 "vocabulary_after_refine": len({t for tags in result.values() for t, _ in tags}),
                                 "config": {"min_df": min_df, "max_df": max_df, "max_candidates": max_candidates,
-                                           "max_ngram": max_n, **refine.__dict__}}
+                                           "max_ngram": max_n, "diversity": diversity, **refine.__dict__}}
     return result
+
+
+def _fragments(df: Counter) -> set:
+    """Phrases whose every occurrence lies inside one longer phrase (equal item counts)."""
+    out = set()
+    for phrase, count in df.items():
+        words = phrase.split()
+        for n in range(1, len(words)):
+            for i in range(len(words) - n + 1):
+                sub = " ".join(words[i:i + n])
+                if df.get(sub) == count:
+                    out.add(sub)
+    return out
+
+
+def _mmr(relevance: np.ndarray, similarity: np.ndarray, k: int, diversity: float) -> list:
+    """Greedy maximal marginal relevance: indices of up to k phrases, most relevant first.
+
+    relevance [n]: phrase-item cosine; similarity [n, n]: phrase-phrase cosine.
+    """
+    chosen = [int(np.argmax(relevance))]
+    redundancy = similarity[chosen[0]].copy()  # [n] max similarity to the chosen phrases
+    while len(chosen) < min(k, len(relevance)):
+        score = (1 - diversity) * relevance - diversity * redundancy  # [n]
+        score[chosen] = -np.inf
+        best = int(np.argmax(score))
+        chosen.append(best)
+        redundancy = np.maximum(redundancy, similarity[best])
+    return chosen
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
