@@ -53,7 +53,8 @@ _REJECTED_STATUS = {400, 413, 422}  # this request is bad (too long, ...): the i
 class OpenAITagConfig:
     """Settings of the LLM tagging stage (CLI flags map one to one onto these fields)."""
 
-    base_url: str = "http://127.0.0.1:8080/v1"
+    # OpenAI itself unless told otherwise (OPENAI_BASE_URL, as the openai client reads it, or the CLI)
+    base_url: str = field(default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
     model: str = "gpt-4o-mini"
     api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the key
     concurrency: int = 4  # requests in flight at once
