@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -96,6 +97,7 @@ def main():
                         help="llama.cpp threads (1: on a busy 2-core machine, 2 threads spin against each other)")
     parser.add_argument("--output", default=str(Path(__file__).with_name("bench_llm_tags.md")))
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `kill` still stops the server it started
     if not DATA.is_dir():
         sys.exit(f"data folder {DATA} not found")
     gguf = smollm2_gguf()
