@@ -126,7 +126,7 @@ def test_server_killed_mid_run_resumes_from_cache(server, tmp_path):
 
 def test_cli_builds_tags_through_the_server(server, tmp_path):
     """`python -m atomic_data_builders split --tags openai` writes tags and weights; a re-run asks nothing."""
-    from tests.builders.helpers import read_item, run_cli, write_split
+    from helpers import read_item, run_cli, write_split  # tests/builders/helpers.py (raw-format fixtures)
 
     raw = write_split(tmp_path / "raw")
     argv = ["split", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "toy", "--tags", "openai",
