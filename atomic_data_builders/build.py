@@ -237,8 +237,9 @@ def finish_item(folder: Path, args, table: pd.DataFrame, report: BuildReport,
         values, info = pca_column(list(table[column]), dim)
         table[column] = values
         report.data.setdefault("pca", {})[column] = info
-    write_item(folder / f"{args.dataset}.item", table, decimals=args.decimals,
-               column_types={k: v for k, v in (column_types or {}).items()})
+    with report.stage("write item") as facts:
+        write_item(folder / f"{args.dataset}.item", table, decimals=args.decimals, column_types=column_types)
+        facts["mib"] = round((folder / f"{args.dataset}.item").stat().st_size / 2 ** 20, 1)
     report.data["columns"] = describe_columns(table, column_types)
     report.write(folder, args.dataset)
 
