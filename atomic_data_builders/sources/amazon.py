@@ -39,14 +39,20 @@ def add_arguments(parser) -> None:
 
 
 def _stems(folder: Path, release: Release) -> List[str]:
-    """File stems of every review file in `folder` (metadata files excluded)."""
+    """File stems of every review file in `folder` (metadata files excluded).
+
+    A file takes the stem of the first pattern it matches, so `Food_5.json` is domain `Food`
+    under the pattern `{stem}_5.json`, not a second domain `Food_5`.
+    """
     stems = set()
-    for pattern in release.review_patterns:
-        prefix, _, suffix = pattern.partition("{stem}")
-        for path in folder.glob(prefix + "*" + suffix):
-            if path.name.startswith("meta_"):
-                continue
-            stems.add(path.name[len(prefix):len(path.name) - len(suffix)])
+    for path in folder.iterdir():
+        if path.name.startswith("meta_") or not path.is_file():
+            continue
+        for pattern in release.review_patterns:
+            prefix, _, suffix = pattern.partition("{stem}")
+            if path.name.startswith(prefix) and path.name.endswith(suffix) and len(path.name) > len(prefix + suffix):
+                stems.add(path.name[len(prefix):len(path.name) - len(suffix)])
+                break
     return sorted(stems)
 
 

@@ -29,7 +29,8 @@ def parse_meta(line: str) -> dict:
             "image": images[0] if images else None}
 
 
-RELEASE = amazon.Release(NAME, ["{stem}.json.gz", "{stem}.json", "{stem}_5.json.gz", "{stem}_5.json"],
+# 5-core files first: "Food_5.json" is the domain "Food"
+RELEASE = amazon.Release(NAME, ["{stem}_5.json.gz", "{stem}_5.json", "{stem}.json.gz", "{stem}.json"],
                          ["meta_{stem}.json.gz", "meta_{stem}.json"], parse_review, parse_meta)
 
 

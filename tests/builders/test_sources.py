@@ -136,3 +136,13 @@ def test_malformed_amazon_meta_line(tmp_path, capsys):
         f.write('{"asin": "K9", "title": \n')
     assert run_cli("amazon2018", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *PLAIN) == 2
     assert "meta_Kitchen.json:3:" in capsys.readouterr().err
+
+
+def test_domains_are_found_by_file_name(tmp_path):
+    raw = write_amazon2018(tmp_path / "raw")
+    (raw / "Grocery.json").rename(raw / "Grocery_5.json")  # the 5-core file name of the 2018 release
+    assert run_cli("amazon2018", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", "--k-core", 1,
+                   "--no-all-domains", *PLAIN) == 0
+    report = json.loads((tmp_path / "out/d/d.report.json").read_text())
+    assert sorted(report["dataset"]["per_domain"]) == ["grocery", "kitchen"]
+    assert report["source_info"]["files"]["grocery"] == {"reviews": "Grocery_5.json", "meta": "meta_Grocery.json"}
