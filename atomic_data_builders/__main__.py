@@ -91,7 +91,8 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
     for name, module in SOURCES.items():
-        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        p = sub.add_parser(name, help=" ".join((module.__doc__ or "").split("\n\n")[0].split()),
+                           description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--input", required=True, help="folder of the raw files")
         _add_output(p)
         p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (counted in the report)")
