@@ -84,6 +84,9 @@ def _add_enrichment(parser) -> None:
     o.add_argument("--llm-prompts", help="YAML overriding the per-domain prompts")
     o.add_argument("--llm-extra-body", type=_json, help='JSON added to each request, e.g. \'{"repeat_penalty": 1.3}\'')
     o.add_argument("--tag-cache-dir", help="LLM reply cache (default CACHE_DIR/tags_openai)")
+    o.add_argument("--llm-parse-retries", type=int, help="requests again after a reply that does not parse (1)")
+    o.add_argument("--llm-retry-failed", action="store_true", default=None,
+                   help="ask again for items recorded as failed (default: a re-run makes no call)")
 
 
 def make_parser() -> argparse.ArgumentParser:

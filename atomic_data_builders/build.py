@@ -31,7 +31,7 @@ STAGES = ("tags", "tag_emb", "text_emb", "clip_txt", "clip_img")
 LLM_OPTIONS = {"llm_base_url": "base_url", "llm_model": "model", "llm_api_key_env": "api_key_env",
                "llm_concurrency": "concurrency", "llm_timeout": "timeout", "llm_max_retries": "max_retries",
                "llm_max_tokens": "max_tokens", "llm_prompts": "prompts_file", "llm_extra_body": "extra_body",
-               "tag_cache_dir": "cache_dir"}
+               "tag_cache_dir": "cache_dir", "llm_parse_retries": "parse_retries", "llm_retry_failed": "retry_failed"}
 REFINE_OPTIONS = ("max_tags_per_item", "min_tag_count", "tag_merge_threshold")
 
 
