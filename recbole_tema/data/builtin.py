@@ -36,10 +36,22 @@ def _write_atomic(path, header, rows):
         raise
 
 
+def _genre_tags(genres):
+    """ml-100k genres in the tag format of DESIGN.md: ``Sci-Fi`` -> ``sci_fi``, ``Children's`` -> ``childrens``."""
+    return [genre.lower().replace("'", "").replace("-", "_") for genre in genres.split() if genre != "unknown"]
+
+
+def _item_row(row, domain):
+    tags = _genre_tags(row["class"])
+    weights = " ".join(f"{1 / len(tags):.4f}" for _ in tags)
+    return row["item_id"], domain, row["movie_title"], " ".join(tags), weights
+
+
 def build_ml100k_cd(dataset_dir):
     """Two-domain ml-100k: a movie is in domain ``drama`` if Drama is among its genres, else ``other``.
 
-    That rule gives 725 drama and 957 other movies. Each user keeps the last ``KEEP_LAST`` ratings
+    That rule gives 725 drama and 957 other movies. Each movie's genres are its ``tags`` (uniform
+    ``tag_weights``), so tag-aware models have item descriptors to use; there are no embeddings. Each user keeps the last ``KEEP_LAST`` ratings
     (as CDSR benchmarks cap histories: Food-Kitchen keeps 10 to 50 per user), which keeps the demo
     fast on a CPU. Timestamps are ml-100k's, made strictly increasing within each user: ratings in
     the same second are ordered by item id and moved forward by whole seconds.
@@ -52,8 +64,8 @@ def build_ml100k_cd(dataset_dir):
     domain_of = {row["item_id"]: "drama" if "Drama" in row["class"].split() else "other" for row in items}
     _write_atomic(
         dataset_dir / f"{ML100K_CD}.item",
-        ["item_id:token", "domain:token", "title:token_seq"],
-        ((row["item_id"], domain_of[row["item_id"]], row["movie_title"]) for row in items),
+        ["item_id:token", "domain:token", "title:token_seq", "tags:token_seq", "tag_weights:float_seq"],
+        (_item_row(row, domain_of[row["item_id"]]) for row in items),
     )
 
     ratings = _read_atomic(source / "ml-100k.inter")
