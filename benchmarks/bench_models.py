@@ -1,16 +1,19 @@
 """Seconds per training epoch and peak memory of TEMA, LLMEMF and SASRec on the same data.
 
-Data: the built-in two-domain ml-100k-cd (943 users, 1,682 movies, 100k ratings), enriched into
+Data: the built-in two-domain ml-100k-cd (943 users, 1,682 movies, each user's last 50 ratings:
+39,929 interactions), enriched into
 ``ml-100k-cdf``: ``tags`` = the movie's real ml-100k genres (uniform ``tag_weights``) and synthetic
 frozen features (seeded Gaussian ``text_emb`` 384-d, ``clip_txt`` / ``clip_img`` 512-d, every tenth
 item with an empty ``clip_img``). The features are random: this measures cost, not accuracy.
 
-Each model runs in its own subprocess (so its peak RSS is its own) through the plugin's config,
-data preparation and trainer; every model gets the same hidden size, layers, batch and sequence
-length. The parent stops launching models when the wall-clock budget is spent, and writes the table
-(machine, command, epochs, wall time) to ``--out`` under a temporary name, then renames it.
+Each run is its own subprocess (so its peak RSS is its own) through the plugin's config, data
+preparation, model and trainer; every model gets the same hidden size, layers, batch and sequence
+length. On an idle machine time whole epochs (``--batches 0``); on a shared one, time a few batches
+over interleaved rounds and read the median. The parent stops launching runs when the wall-clock
+budget is spent, and writes the table (machine, command, timing, wall time) to ``--out`` under a
+temporary name, then renames it.
 
-    python benchmarks/bench_models.py --epochs 2 --budget-min 25 --out benchmarks/results_models.md
+    python benchmarks/bench_models.py --batches 4 --rounds 2 --budget-min 25
 """
 
 import argparse
@@ -84,8 +87,12 @@ def rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def child(model_name, data_path, epochs):
-    """Trains one model for ``epochs`` epochs, evaluates once; prints one JSON line."""
+def child(model_name, data_path, batches):
+    """Times ``batches`` training steps of one model (0: one whole epoch); prints one JSON line.
+
+    A first, untimed step warms up; the steps are RecBole's own (``trainer._train_epoch`` for a
+    whole epoch, else the same calculate_loss / backward / optimizer step on the first batches).
+    """
     import torch
     from recbole.utils import init_seed
 
@@ -101,21 +108,34 @@ def child(model_name, data_path, epochs):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset)
     trainer = build_trainer(config, model, train_data)
-    epoch_seconds, losses = [], []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        loss = trainer._train_epoch(train_data, epoch, show_progress=False)
-        epoch_seconds.append(time.perf_counter() - start)
-        losses.append(float(loss if not isinstance(loss, tuple) else sum(loss)))
+    loader = iter(train_data)
+    steps = [next(loader) for _ in range(1 + (batches or 0))]
+
+    def step(interaction):
+        model.train()
+        trainer.optimizer.zero_grad()
+        loss = model.calculate_loss(interaction)
+        loss.backward()
+        trainer.optimizer.step()
+        return loss.item()
+
+    step(steps[0])
+    load = os.getloadavg()[0]
     start = time.perf_counter()
-    result = trainer.evaluate(valid_data, load_best_model=False)
+    if batches:
+        for interaction in steps[1:]:
+            step(interaction)
+        seconds = (time.perf_counter() - start) / batches
+    else:
+        trainer._train_epoch(train_data, 0, show_progress=False)
+        seconds = (time.perf_counter() - start) / len(train_data)
     print(json.dumps({
         "model": model_name,
         "params": sum(p.numel() for p in model.parameters()),
-        "epoch_seconds": epoch_seconds,
-        "losses": losses,
-        "eval_seconds": time.perf_counter() - start,
-        "valid_mrr": result["mrr"],
+        "seconds_per_batch": seconds,
+        "batches_per_epoch": len(train_data),
+        "timed_batches": batches or len(train_data),
+        "load_avg": load,
         "data_rss_mib": data_rss,
         "peak_rss_mib": rss_mib(),
         "threads": torch.get_num_threads(),
@@ -133,19 +153,29 @@ def machine():
     return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, load average at start {load:.1f}"
 
 
-def write_table(out, rows, header_lines):
+def _median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def write_table(out, runs, header_lines):
     lines = list(header_lines) + [
         "",
-        "| model | parameters | s / epoch (mean) | each epoch (s) | eval (s) | peak RSS (MiB) | RSS after data (MiB) | valid MRR | vs SASRec |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | parameters | s / batch (median of rounds) | each round (s / batch) | s / epoch (batches x median) | peak RSS (MiB) | RSS after data (MiB) | vs SASRec |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    base = next((r for r in rows if r["model"] == "SASRec"), None)
-    for r in rows:
-        mean = sum(r["epoch_seconds"]) / len(r["epoch_seconds"])
-        ratio = f"{mean / (sum(base['epoch_seconds']) / len(base['epoch_seconds'])):.2f}x" if base else "-"
-        each = ", ".join(f"{s:.1f}" for s in r["epoch_seconds"])
-        lines.append(f"| {r['model']} | {r['params']:,} | {mean:.1f} | {each} | {r['eval_seconds']:.1f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['data_rss_mib']:.0f} | {r['valid_mrr']:.4f} | {ratio} |")
+    models = list(dict.fromkeys(run["model"] for run in runs))
+    median = {m: _median([r["seconds_per_batch"] for r in runs if r["model"] == m]) for m in models}
+    for m in models:
+        mine = [r for r in runs if r["model"] == m]
+        ratio = f"{median[m] / median['SASRec']:.2f}x" if "SASRec" in median else "-"
+        each = ", ".join(f"{r['seconds_per_batch']:.2f}" for r in mine)
+        epoch = median[m] * mine[0]["batches_per_epoch"]
+        lines.append(
+            f"| {m} | {mine[0]['params']:,} | {median[m]:.2f} | {each} | {epoch:.0f} ({mine[0]['batches_per_epoch']} batches) | "
+            f"{max(r['peak_rss_mib'] for r in mine):.0f} | {mine[0]['data_rss_mib']:.0f} | {ratio} |"
+        )
     out = Path(out)
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -156,51 +186,57 @@ def write_table(out, rows, header_lines):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["SASRec", "TEMA", "LLMEMF"])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=0, help="timed training batches per run (0: a whole epoch)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every model, interleaved")
     parser.add_argument("--budget-min", type=float, default=25.0)
     parser.add_argument("--out", default="benchmarks/results_models.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.data_path, args.epochs)
+        child(args.child, args.data_path, args.batches)
         return
 
     started = time.time()
     deadline = started + args.budget_min * 60
+    timed = f"{args.batches} training batches" if args.batches else "one whole training epoch"
     header = [
         "# Training cost of TEMA, LLMEMF and SASRec on the same data",
         "",
         f"- machine: {machine()}",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- data: {DATASET} (ml-100k-cd + real genres as tags, synthetic frozen text/CLIP features), "
-        f"hidden 64, 2 layers, 2 heads, batch 2048, max length 50, full-ranking evaluation",
-        f"- epochs per model: {args.epochs}; each model in its own process, one after another",
+        f"hidden 64, 2 layers, 2 heads, batch 2048, max length 50, CE loss, Adam",
+        f"- timing: each run is a fresh process (its own peak RSS) that times {timed} after one "
+        f"untimed warm-up batch; {args.rounds} round(s), models interleaved within each round, so "
+        f"load from other processes hits every model alike",
     ]
-    rows, skipped = [], []
+    runs, skipped = [], []
     with tempfile.TemporaryDirectory() as root:
         data_path = build_dataset(root)
-        for model_name in args.models:
-            left = deadline - time.time()
-            if left <= 0:
-                skipped.append(model_name)
-                continue
-            try:
-                done = subprocess.run(
-                    [sys.executable, __file__, "--child", model_name, "--data-path", data_path, "--epochs", str(args.epochs)],
-                    capture_output=True, text=True, timeout=left, check=True,
-                )
-            except subprocess.TimeoutExpired:
-                skipped.append(model_name)
-                continue
-            except subprocess.CalledProcessError as error:
-                raise SystemExit(f"{model_name} failed:\n{error.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
+        for _ in range(args.rounds):
+            for model_name in args.models:
+                left = deadline - time.time()
+                if left <= 0:
+                    skipped.append(model_name)
+                    continue
+                command = [sys.executable, __file__, "--child", model_name, "--data-path", data_path,
+                           "--batches", str(args.batches)]
+                try:
+                    done = subprocess.run(command, capture_output=True, text=True, timeout=left, check=True)
+                except subprocess.TimeoutExpired:
+                    skipped.append(model_name)
+                    continue
+                except subprocess.CalledProcessError as error:
+                    raise SystemExit(f"{model_name} failed:\n{error.stderr[-3000:]}")
+                runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(runs[-1], flush=True)
+    loads = ", ".join(f"{r['load_avg']:.1f}" for r in runs)
+    header.append(f"- load average when each run started timing: {loads}")
     header.append(f"- wall time of the whole run: {(time.time() - started) / 60:.1f} min (budget {args.budget_min} min)")
     if skipped:
-        header.append(f"- not measured (budget spent): {', '.join(skipped)}")
-    write_table(args.out, rows, header)
+        header.append(f"- runs not made (budget spent): {', '.join(skipped)}")
+    write_table(args.out, runs, header)
 
 
 if __name__ == "__main__":

@@ -68,4 +68,5 @@ def test_both_encoders_off_is_refused(tmp_path):
 
 
 def test_learns_the_shared_known_answer(tmp_path):
-    assert_learns_known_answer("LLMEMF", tmp_path, {"hidden_size": 32, "inner_size": 64, "n_layers": 1})
+    fast = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "train_batch_size": 256, "learning_rate": 0.01, "epochs": 8}
+    assert_learns_known_answer("LLMEMF", tmp_path, fast)

@@ -17,8 +17,10 @@ def _vector(rng, dim):
     return " ".join(f"{rng.gauss(0, 1):.4f}" for _ in range(dim))
 
 
-def write_feature_dataset(root, name, features=tuple(FEATURE_DIMS), tags=True, missing_every=0, seed=0):
-    """Two domains (``a``, ``b``), 40 items, 60 users with 6-10 interactions each.
+def write_feature_dataset(
+    root, name, features=tuple(FEATURE_DIMS), tags=True, missing_every=0, domains=("a", "b"), seed=0
+):
+    """40 items split evenly over ``domains``, 60 users with 6-10 interactions each.
 
     ``features``: float_seq columns to write; ``tags``: write ``tags`` / ``tag_weights``;
     ``missing_every``: every k-th item gets empty cells (missing features and no tags).
@@ -33,7 +35,7 @@ def write_feature_dataset(root, name, features=tuple(FEATURE_DIMS), tags=True, m
     items = []
     for item in range(1, 41):
         missing = missing_every and item % missing_every == 0
-        row = [f"i{item}", "a" if item <= 20 else "b"]
+        row = [f"i{item}", domains[(item - 1) * len(domains) // 40]]
         row += ["" if missing else _vector(rng, FEATURE_DIMS[field]) for field in features]
         if tags:
             n_tags = rng.randint(1, 3)
