@@ -147,7 +147,7 @@ def report(command, config, curve, test, train_s, stopped, n_params):
         "",
         "## Learning curve (validation, same protocol)",
         "",
-        "| epoch | train loss | train s | valid s | MRR food | MRR kitchen | HR@10 food | HR@10 kitchen |",
+        "| epoch | train loss (sum over batches) | train s | valid s | MRR food | MRR kitchen | HR@10 food | HR@10 kitchen |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in curve:
