@@ -106,7 +106,11 @@ def main():
     for name in ("afk_plain", "afk"):
         r = loads[name]
         lines.append(f"| {name} | {sizes[name]} | {r['create_dataset_s']} | {r['build_s']} | {r['peak_rss_mib']} |")
-    lines.append("")
+    lines += ["", "Notes: the local tagger embeds each item's text with the same MiniLM and the same cache as",
+              "`text_emb`, so the `tags` stage carries the cost of encoding the titles and `text_emb` then reads",
+              "them from the cache (its `encoded` count is the number of texts actually run through the model).",
+              "Peak RSS is the process's resident memory while the stage ran (sampled every 50 ms), so it",
+              "includes what earlier stages left loaded (the model, the item table).", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -28,6 +28,9 @@ def _recbole_dataset(data_path, name, item_cols):
 
 def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     raw = write_split_rich(tmp_path / "raw")
+    titles = (raw / "titles.tsv").read_text().splitlines()
+    untitled = {line.split("\t")[0] for line in titles[1:] if line.split("\t")[0].endswith("1")}
+    (raw / "titles.tsv").write_text("\n".join(l for l in titles if l.split("\t")[0] not in untitled) + "\n")
     out = tmp_path / "out"
     assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "rich", "--no-progress",
                    "--tag-max-df", 0.5) == 0
@@ -35,8 +38,11 @@ def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     assert report["stages_run"] == ["tags", "tag_emb", "text_emb"]
     assert any("clip_img: off" in n for n in report["notes"])
     n_items = report["dataset"]["items"]
-    assert report["columns"]["text_emb"] == {"type": "float_seq", "non_empty": n_items, "dim": 384}
-    assert report["columns"]["tags"]["non_empty"] > 0.8 * n_items
+    written = set(pd.read_csv(out / "rich/rich.item", sep="\t", dtype=str)["item_id:token"])
+    untitled &= written
+    assert untitled  # some items without a title made it into the dataset
+    assert report["columns"]["text_emb"] == {"type": "float_seq", "non_empty": n_items - len(untitled), "dim": 384}
+    assert report["columns"]["tags"]["non_empty"] > 0.8 * (n_items - len(untitled))
     for stage in ("tags", "tag_emb", "text_emb"):
         assert report["stages"][stage]["seconds"] >= 0 and report["stages"][stage]["peak_rss_mib"] > 0
 
@@ -46,6 +52,9 @@ def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     n = ds.item_num  # items + padding
     assert feat["text_emb"].shape == (n, 384) and feat["tag_emb"].shape == (n, 384)
     assert feat["tags"].shape[0] == n and feat["tag_weights"].shape[0] == n
+    for asin in untitled:  # an empty cell loads as zeros
+        row = ds.token2id("item_id", asin)
+        assert not feat["text_emb"][row].any() and not feat["tag_emb"][row].any() and not feat["tags"][row].any()
     from atomic_data_builders.build import load_items
     from atomic_data_builders.enrich.text import CachedEncoder
     item = next(it for it in load_items(out / "rich/.cache/items.jsonl") if "Dutch Oven" in it.title)
@@ -77,7 +86,8 @@ def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     after = pd.read_csv(out / "rich/rich.item", sep="\t", dtype=str, keep_default_na=False)
     assert after["tags:token_seq"].tolist() == before["tags:token_seq"].tolist()
     assert after["tag_emb:float_seq"].tolist() == before["tag_emb:float_seq"].tolist()
-    assert {len(c.split()) for c in after["text_emb:float_seq"]} == {8}
+    assert {len(c.split()) for c in after["text_emb:float_seq"] if c} == {8}
+    assert sum(c == "" for c in after["text_emb:float_seq"]) == len(untitled)  # PCA keeps empty cells empty
     report = json.loads((out / "rich/rich.report.json").read_text())
     assert report["stages"]["text_emb"]["encoded"] == 0  # every title came from the cache
     assert report["pca"]["text_emb"]["to"] == 8
