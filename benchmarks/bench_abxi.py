@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed
 
 from recbole_tema.config import Config
-from recbole_tema.quick_start import build_trainer
+from recbole_tema.quick_start import build_trainer, prepare_data
 from recbole_tema.registry import get_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +77,7 @@ def train_within_budget(config_dict, budget_s):
     config = Config(model="ABXI", dataset="afk", config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    valid_data.cd_phase, test_data.cd_phase = "valid", "test"
+    _, train_data, valid_data, test_data = prepare_data(config)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model("ABXI")(config, train_data._dataset).to(config["device"])
     trainer = build_trainer(config, model, train_data)
