@@ -147,3 +147,11 @@ def test_cli_builds_tags_through_the_server(server, tmp_path):
     assert run_cli(*argv) == 0
     again = json.loads((tmp_path / "out" / "toy" / "toy.report.json").read_text())
     assert '"calls": 0' in json.dumps(again) and read_item(tmp_path / "out" / "toy" / "toy.item").equals(item)
+
+
+def test_server_that_cannot_load_its_model_fails_with_its_log(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a GGUF file")
+    with pytest.raises(RuntimeError, match="exited with code") as info:
+        LlamaServer(bad, log_path=tmp_path / "server.log").start(timeout=60)
+    assert "broken.gguf" in str(info.value)  # the log tail names the file it could not load
