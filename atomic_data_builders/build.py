@@ -168,11 +168,12 @@ def run_stages(items: List[ItemText], table: pd.DataFrame, args, report: BuildRe
         from atomic_data_builders.enrich.text import tag_embeddings
 
         with report.stage("tag_emb") as facts:
+            before = encoder.encoded
             item_tags = {i: list(zip(t, w if w is not None else [1.0] * len(t))) if t else []
                          for i, t, w in zip(ids, table["tags"], table.get("tag_weights", [None] * len(ids)))}
             emb = tag_embeddings(item_tags, encoder)
             table["tag_emb"] = [emb[i] for i in ids]
-            facts.update(model=encoder.model_name, encoded=encoder.encoded)
+            facts.update(model=encoder.model_name, encoded=encoder.encoded - before)
     if "text_emb" in stages:
         from atomic_data_builders.enrich.text import text_embeddings
 
@@ -254,6 +255,7 @@ def describe_columns(table: pd.DataFrame, column_types: Optional[dict]) -> dict:
         present = [v for v in values if v is not None and not (isinstance(v, str) and v == "")]
         entry = {"type": types.get(column, "?"), "non_empty": len(present)}
         if types.get(column) == "float_seq" and present:
-            entry["dim"] = int(np.asarray(present[0]).size)
+            sizes = {int(np.asarray(v).size) for v in present}
+            entry["dim"] = sizes.pop() if len(sizes) == 1 else f"{min(sizes)}-{max(sizes)}"  # tag_weights vary
         out[column] = entry
     return out

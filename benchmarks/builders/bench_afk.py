@@ -41,6 +41,17 @@ print(json.dumps({"create_dataset_s": round(t1 - t0, 1), "build_s": round(t2 - t
 '''
 
 
+RATE = r'''
+import sys, time
+from atomic_data_builders.enrich.text import CachedEncoder
+titles = [l.split("\t")[2].strip() for l in open(sys.argv[1], encoding="utf-8").readlines()[1:2001]]
+model = CachedEncoder(progress=False).model
+model.encode(titles[:64])
+t0 = time.perf_counter(); model.encode(titles, batch_size=128); dt = time.perf_counter() - t0
+print(round(1000 * dt / len(titles), 2))
+'''
+
+
 def run(cmd, env=None):
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -67,6 +78,8 @@ def main():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     os.environ.update(env)
     load_before = os.getloadavg()
+    proc, _ = run([sys.executable, "-c", RATE, str(DATA / "titles.tsv")], env=env)
+    ms_per_title = float(proc.stdout.strip().splitlines()[-1])
 
     plain, plain_wall = build(work, "afk_plain", "--plain")
     enriched, enriched_wall = build(work, "afk")
@@ -88,7 +101,9 @@ def main():
              f"Python {platform.python_version()}, no GPU. Load average (1/5/15 min) before: "
              f"{'/'.join(f'{x:.1f}' for x in load_before)}, after the enriched build: "
              f"{'/'.join(f'{x:.1f}' for x in load_after)} (the machine is shared: other jobs ran at the same time, "
-             "so times are upper bounds of an idle machine's).", "",
+             "so times are upper bounds of an idle machine's). MiniLM speed at the start of the run: "
+             f"{ms_per_title} ms per title (2,000 titles, batch 128; STACK_NOTES measured ~2.8 ms on an idle "
+             "machine): scale the model-bound stages by that ratio.", "",
              f"Command: `python benchmarks/builders/bench_afk.py` (date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
              "", "## Build stages", "",
              "| run | stage | wall s | peak RSS MiB | facts |", "| --- | --- | --- | --- | --- |"]
