@@ -75,6 +75,13 @@ def test_cdsr_filters(tmp_path):
     per_user_domain = inter.groupby(["user_id:token", inter["item_id:token"].str[0]]).size()
     assert per_user_domain.min() >= 2
     assert inter.groupby("item_id:token").size().min() >= 2
+    # a user keeps a domain only with >= 2 interactions in it:
+    # food u1:2 u2:2 u3:2 u4:1 -> u4 goes; kitchen u1:2 u2:2 u3:1 -> u3's kitchen row goes
+    assert run_cli("amazon2014", "--input", raw, "--output-dir", tmp_path / "o4", "--dataset", "d", "--k-core", 1,
+                   "--min-per-domain", 2, "--no-all-domains", *PLAIN) == 0
+    inter = read_inter(tmp_path / "o4/d/d.inter")
+    assert len(inter) == len(FOOD) + len(KITCHEN) - 2
+    assert inter.groupby(["user_id:token", inter["item_id:token"].str[0]]).size().min() == 2
     # last N per user and a time window
     assert run_cli("amazon2014", "--input", raw, "--output-dir", tmp_path / "o3", "--dataset", "d", "--k-core", 1,
                    "--no-all-domains", "--last-n", 2, "--start", "2014-05-13", "--end", "2014-05-19", *PLAIN) == 0
