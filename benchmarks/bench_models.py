@@ -13,7 +13,7 @@ over interleaved rounds and read the median. The parent stops launching runs whe
 budget is spent, and writes the table (machine, command, timing, wall time) to ``--out`` under a
 temporary name, then renames it.
 
-    python benchmarks/bench_models.py --batches 4 --rounds 2 --budget-min 25
+    python benchmarks/bench_models.py --interleaved-batches 6 --batches 3 --rounds 1 --budget-min 25
 """
 
 import argparse
@@ -142,6 +142,47 @@ def child(model_name, data_path, batches):
     }))
 
 
+def interleaved(model_names, data_path, batches):
+    """Times the models in one process, one training step of each in turn on the same batches.
+
+    Load from other processes changes over seconds to minutes; alternating single steps exposes
+    every model to the same load, so the ratios hold on a shared machine. Prints one JSON line.
+    """
+    import torch
+    from recbole.utils import init_seed
+
+    from recbole_tema.config import Config
+    from recbole_tema.quick_start import prepare_data
+    from recbole_tema.registry import get_model
+
+    steps, models = None, {}
+    for name in model_names:
+        config = Config(model=name, dataset=DATASET, config_dict={**COMMON, "data_path": data_path,
+                                                                "checkpoint_dir": tempfile.mkdtemp()})
+        init_seed(config["seed"], config["reproducibility"])
+        if steps is None:
+            _, train_data, _, _ = prepare_data(config)
+            loader = iter(train_data)
+            steps = [next(loader) for _ in range(1 + batches)]
+        model = get_model(name)(config, train_data._dataset)
+        models[name] = (model, torch.optim.Adam(model.parameters(), lr=config["learning_rate"]))
+    wall = {name: 0.0 for name in models}
+    cpu = {name: 0.0 for name in models}
+    for index, interaction in enumerate(steps):
+        for name, (model, optimizer) in models.items():
+            model.train()
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            optimizer.zero_grad()
+            model.calculate_loss(interaction).backward()
+            optimizer.step()
+            if index:  # the first step of each model is a warm-up
+                wall[name] += time.perf_counter() - start_wall
+                cpu[name] += time.process_time() - start_cpu
+    print(json.dumps({"batches": batches, "batches_per_epoch": len(train_data),
+                      "wall": {n: t / batches for n, t in wall.items()},
+                      "cpu": {n: t / batches for n, t in cpu.items()}}))
+
+
 def machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -159,8 +200,24 @@ def _median(values):
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def write_table(out, runs, header_lines):
-    lines = list(header_lines) + [
+def write_table(out, runs, together, header_lines):
+    lines = list(header_lines)
+    if together:
+        base = together["wall"].get("SASRec")
+        lines += [
+            "",
+            f"## Interleaved in one process ({together['batches']} timed batches per model, one step of each in turn)",
+            "",
+            "| model | wall s / batch | CPU s / batch | s / epoch (batches x wall) | vs SASRec (wall) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, seconds in together["wall"].items():
+            ratio = f"{seconds / base:.2f}x" if base else "-"
+            lines.append(f"| {name} | {seconds:.2f} | {together['cpu'][name]:.2f} | "
+                         f"{seconds * together['batches_per_epoch']:.0f} ({together['batches_per_epoch']} batches) | {ratio} |")
+    lines += [
+        "",
+        "## Separate processes (peak memory; timing per process)",
         "",
         "| model | parameters | s / batch (median of rounds) | each round (s / batch) | s / epoch (batches x median) | peak RSS (MiB) | RSS after data (MiB) | vs SASRec |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -187,12 +244,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["SASRec", "TEMA", "LLMEMF"])
     parser.add_argument("--batches", type=int, default=0, help="timed training batches per run (0: a whole epoch)")
-    parser.add_argument("--rounds", type=int, default=1, help="runs of every model, interleaved")
+    parser.add_argument("--rounds", type=int, default=1, help="separate-process runs of every model, interleaved")
+    parser.add_argument("--interleaved-batches", type=int, default=0,
+                        help="also time this many batches per model in one process, alternating models")
+    parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget-min", type=float, default=25.0)
     parser.add_argument("--out", default="benchmarks/results_models.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.interleaved:
+        interleaved(args.models, args.data_path, args.interleaved_batches)
+        return
     if args.child:
         child(args.child, args.data_path, args.batches)
         return
@@ -211,9 +274,21 @@ def main():
         f"untimed warm-up batch; {args.rounds} round(s), models interleaved within each round, so "
         f"load from other processes hits every model alike",
     ]
-    runs, skipped = [], []
+    runs, skipped, together = [], [], None
     with tempfile.TemporaryDirectory() as root:
         data_path = build_dataset(root)
+        if args.interleaved_batches:
+            command = [sys.executable, __file__, "--interleaved", "--models", *args.models, "--data-path", data_path,
+                       "--interleaved-batches", str(args.interleaved_batches)]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, check=True,
+                                      timeout=max(deadline - time.time(), 1))
+                together = json.loads(done.stdout.strip().splitlines()[-1])
+                print(together, flush=True)
+            except subprocess.TimeoutExpired:
+                skipped.append("interleaved timing")
+            except subprocess.CalledProcessError as error:
+                raise SystemExit(f"interleaved timing failed:\n{error.stderr[-3000:]}")
         for _ in range(args.rounds):
             for model_name in args.models:
                 left = deadline - time.time()
@@ -236,7 +311,7 @@ def main():
     header.append(f"- wall time of the whole run: {(time.time() - started) / 60:.1f} min (budget {args.budget_min} min)")
     if skipped:
         header.append(f"- runs not made (budget spent): {', '.join(skipped)}")
-    write_table(args.out, runs, header)
+    write_table(args.out, runs, together, header)
 
 
 if __name__ == "__main__":

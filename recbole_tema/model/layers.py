@@ -227,14 +227,18 @@ class Block(nn.Module):
         self.ffn = FeedForward(hidden, config["inner_size"], config["hidden_dropout_prob"])
         self.tag_qk = nn.Linear(hidden, 2 * hidden, bias=False) if tag_attention else None
 
-    def forward(self, x, tag_vectors=None):
-        qk_extra = self.tag_qk(tag_vectors) if self.tag_qk is not None else None  # [B, L, 2H]
+    def forward(self, x, seq, tag_table=None):
+        # x: [B, L, H]; seq: [B, L] item ids; tag_table: [n_items, H]
+        qk_extra = None
+        if self.tag_qk is not None and tag_table is not None:
+            # project the item table, then gather: same result as projecting [B, L, H], far fewer rows
+            qk_extra = F.embedding(seq, self.tag_qk(tag_table))  # [B, L, 2H]
         x = x + self.attn(self.norm_attn(x), qk_extra)  # [B, L, H]
         return x + self.ffn(self.norm_ffn(x))  # [B, L, H]
 
 
 class SequenceEncoder(nn.Module):
-    """Item vectors of a left-aligned, zero-padded sequence -> contextual states, causally."""
+    """A left-aligned, zero-padded sequence of item ids -> contextual states, causally."""
 
     def __init__(self, config, tag_attention=False):
         super().__init__()
@@ -244,12 +248,12 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config, tag_attention) for _ in range(config["n_layers"]))
         self.norm_out = nn.LayerNorm(hidden, eps=config["layer_norm_eps"])
 
-    def forward(self, item_vectors, tag_vectors=None):
-        # item_vectors: [B, L, H]; tag_vectors: [B, L, H] (zero for items without tags)
-        positions = torch.arange(item_vectors.shape[1], device=item_vectors.device)  # [L]
-        x = self.dropout(item_vectors + self.position(positions))  # [B, L, H]
+    def forward(self, seq, item_table, tag_table=None):
+        # seq: [B, L] item ids; item_table: [n_items, H]; tag_table: [n_items, H] (zero rows: no tags)
+        positions = torch.arange(seq.shape[1], device=seq.device)  # [L]
+        x = self.dropout(F.embedding(seq, item_table) + self.position(positions))  # [B, L, H]
         for block in self.blocks:
-            x = block(x, tag_vectors)  # [B, L, H]
+            x = block(x, seq, tag_table)  # [B, L, H]
         return self.norm_out(x)  # [B, L, H]
 
 
@@ -303,8 +307,7 @@ class MultiDomainAttention(nn.Module):
         # item_table: [n_items, H]; item_domain: [n_items]; item_seq: [B, L]; seq_len, target_domain: [B]
         cross_state = intra_state = has_intra = None
         if self.cross is not None:
-            tags = tag_table[item_seq] if tag_table is not None else None  # [B, L, H]
-            states = self.cross(item_table[item_seq], tags)  # [B, L, H]
+            states = self.cross(item_seq, item_table, tag_table)  # [B, L, H]
             cross_state = last_state(states, seq_len)  # [B, H]
         if self.intra is not None:
             seq_domain = item_domain[item_seq]  # [B, L]
@@ -317,8 +320,7 @@ class MultiDomainAttention(nn.Module):
                 sub_seq, sub_len = domain_subsequence(
                     item_seq[rows], seq_domain[rows], domain, self.intra_max_len
                 )  # [B_d, W], [B_d]
-                tags = tag_table[sub_seq] if tag_table is not None else None  # [B_d, W, H]
-                states = encoder(item_table[sub_seq], tags)  # [B_d, W, H]
+                states = encoder(sub_seq, item_table, tag_table)  # [B_d, W, H]
                 intra_state = intra_state.index_copy(0, rows, last_state(states, sub_len))  # [B, H]
                 has_intra = has_intra.index_copy(0, rows, sub_len > 0)  # [B]
         return cross_state, intra_state, has_intra

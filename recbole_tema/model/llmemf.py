@@ -14,7 +14,7 @@ What this implementation does (written from the paper's description, not its cod
       merged history and one over the merged history (modules shared with TEMA);
     * the single-domain preference of the target's domain and the cross-domain preference are added
       to score the target domain's items; cross-entropy over the target domain's items.
-Differences from TEMA: no tags and no tag-biased attention, an additive (not gated) modality sum,
+Differences from TEMA: no tags and no tag-enriched attention, an additive (not gated) modality sum,
 and an additive (not gated) combination of the two preferences.
 """
 

@@ -39,7 +39,7 @@ from recbole_tema.model.layers import (
 
 class TEMA(SequentialRecommender):
     r"""TEMA fuses ID, frozen text/CLIP/tag features and learnable tags into item vectors, encodes the
-    merged and per-domain sequences with tag-biased attention, and scores items of the target domain.
+    merged and per-domain sequences with tag-enriched attention, and scores items of the target domain.
     """
 
     def __init__(self, config, dataset):
@@ -47,7 +47,6 @@ class TEMA(SequentialRecommender):
 
         # load parameters info
         self.hidden_size = config["hidden_size"]
-        self.n_heads = config["n_heads"]
         self.initializer_range = config["initializer_range"]
         self.loss_type = config["loss_type"]
         self.loss_domain = config["loss_domain"]
