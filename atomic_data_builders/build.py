@@ -157,7 +157,9 @@ def run_stages(items: List[ItemText], table: pd.DataFrame, args, report: BuildRe
 
     if "tags" in stages:
         with report.stage("tags") as facts:
+            before = encoder.encoded
             tags = run_tagger(args, items, encoder, facts)
+            facts["encoded"] = encoder.encoded - before  # texts run through the text model (cache misses)
             table["tags"] = [[t for t, _ in tags[i]] if tags.get(i) else None for i in ids]
             table["tag_weights"] = [[w for _, w in tags[i]] if tags.get(i) else None for i in ids]
             facts.update(tagger=args.tags or "local", items_with_tags=sum(1 for i in ids if tags.get(i)),
