@@ -7,7 +7,7 @@ nothing is downloaded at run time; any sentence-transformers model name or local
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
