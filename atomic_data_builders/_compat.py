@@ -13,7 +13,7 @@ _REGISTRATION_MODULES = ("torchvision._meta_registrations", "torchvision._autogr
 
 
 def apply_torchvision_fix() -> None:
-    """Idempotent; a no-op when torchvision is already imported or importable as is."""
+    """Idempotent; does nothing once torchvision is imported (the stand-ins only matter before)."""
     if "torchvision" in sys.modules:
         return
     for name in _REGISTRATION_MODULES:
