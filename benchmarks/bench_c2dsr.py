@@ -7,6 +7,9 @@ the numbers ABXI (WWW'25) publishes for itself (its README, v2.1, mean of 5 seed
 
     python benchmarks/bench_c2dsr.py --budget-min 30 --out benchmarks/results_c2dsr.md [--set key=value ...]
 
+A converged CPU run takes hours: ``--checkpoint-dir DIR`` keeps the best checkpoint, and a later run
+with ``--resume DIR/<file>.pth`` (same settings) trains on from it within a new budget.
+
 Data: ``--data-path DIR`` holding ``DIR/afk/afk.inter`` and ``afk.item`` (e.g. from
 ``python -m atomic_data_builders split --input ../shared/data/amazon-food-kitchen --output-dir DIR --dataset afk``);
 without it, ID-only atomic files are written to a temporary folder from ``--source``.
@@ -69,7 +72,7 @@ def write_afk(source, root):
     return root
 
 
-def train_within_budget(config_dict, budget_s):
+def train_within_budget(config_dict, budget_s, resume=None):
     config = Config(model="C2DSR", dataset="afk", config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -77,18 +80,20 @@ def train_within_budget(config_dict, budget_s):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model("C2DSR")(config, train_data._dataset).to(config["device"])
     trainer = build_trainer(config, model, train_data)
+    if resume:
+        trainer.resume_checkpoint(resume)  # continues after the checkpoint's epoch, same optimizer state
 
     start = time.time()
     curve = []  # one dict per epoch: loss, seconds, validation result
     train_epoch, evaluate = trainer._train_epoch, trainer.evaluate
 
-    def budgeted_train_epoch(*args, **kwargs):
+    def budgeted_train_epoch(train_data, epoch_idx, *args, **kwargs):
         slowest = max((row["train_s"] + row.get("valid_s", 0.0) for row in curve), default=0.0)
         if curve and time.time() - start + slowest > budget_s:
             raise BudgetSpent
         began = time.time()
-        loss = train_epoch(*args, **kwargs)
-        curve.append({"epoch": len(curve) + 1, "loss": float(loss), "train_s": time.time() - began})
+        loss = train_epoch(train_data, epoch_idx, *args, **kwargs)
+        curve.append({"epoch": epoch_idx + 1, "loss": float(loss), "train_s": time.time() - began})
         return loss
 
     def recorded_evaluate(eval_data, *args, **kwargs):
@@ -164,6 +169,8 @@ def main():
     parser.add_argument("--source", default=str(REPO_ROOT.parent / "shared" / "data" / "amazon-food-kitchen"))
     parser.add_argument("--budget-min", type=float, default=30.0, help="wall-time budget for training + validation")
     parser.add_argument("--out", help="markdown file to write the table to")
+    parser.add_argument("--checkpoint-dir", help="keep checkpoints here (default: a temporary folder), to --resume later")
+    parser.add_argument("--resume", help="checkpoint written by an earlier run with the same settings, to train on from")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
     args = parser.parse_args()
     command = " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -173,7 +180,7 @@ def main():
         data_path = args.data_path or write_afk(args.source, Path(scratch) / "data")
         config_dict = {
             "data_path": str(data_path),
-            "checkpoint_dir": str(Path(scratch) / "saved"),
+            "checkpoint_dir": str(args.checkpoint_dir or Path(scratch) / "saved"),
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni999"},
             "metrics": ["Hit", "NDCG", "MRR"],
             "topk": [5, 10],
@@ -183,7 +190,7 @@ def main():
         }
         for key, value in (pair.split("=", 1) for pair in args.set):
             config_dict[key] = yaml.safe_load(value)
-        results = train_within_budget(config_dict, args.budget_min * 60)
+        results = train_within_budget(config_dict, args.budget_min * 60, args.resume)
     text = report(command, *results)
     print(text)
     if args.out:
