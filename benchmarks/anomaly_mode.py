@@ -29,6 +29,7 @@ def _config(data_path, epochs):
     return {
         "data_path": str(data_path),
         "epochs": epochs,
+        "MAX_ITEM_LIST_LENGTH": 50,  # RecBole's default; the plugin's ml-100k-cd.yaml would set 20
         "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "domain"]},
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
         "train_neg_sample_args": None,
@@ -59,6 +60,7 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="anomaly-bench-"))
     ensure_builtin_dataset("ml-100k-cd", workdir / "ml-100k-cd")
     config = _config(workdir, args.epochs)
+    load = os.getloadavg()[0]
     rows = []
     for name, import_line in RUNNERS.items():
         epochs, wall = _run(import_line, config, workdir)
@@ -69,7 +71,7 @@ def main():
     lines = [
         "# SASRec seconds per training epoch: stock RecBole vs recbole-tema",
         "",
-        f"Machine: {machine}. Command: `python benchmarks/anomaly_mode.py --epochs {args.epochs}`.",
+        f"Machine: {machine}; load average {load:.2f} before the run. Command: `python benchmarks/anomaly_mode.py --epochs {args.epochs}`.",
         f"Dataset ml-100k-cd (39,929 interactions), SASRec defaults (hidden 64, 2 layers, CE, batch 2048,",
         f"MAX_ITEM_LIST_LENGTH 50), {args.epochs} epochs per run, each run in its own process.",
         "",
