@@ -7,7 +7,7 @@ import torch
 
 from fixtures import assert_learns_known_answer
 from models.cdsr_data import tiny_config, write_feature_dataset, write_tag_only_dataset
-from models.harness import build, check_finite, first_batch, n_parameters
+from models.harness import assert_removed_part_changes_scores, build, check_finite, first_batch, n_parameters
 from recbole_tema.model.layers import domain_subsequence
 from recbole_tema.quick_start import run
 
@@ -110,16 +110,7 @@ def test_each_switch_removes_its_part(tmp_path, switch):
     assert n_parameters(ablated) < n_parameters(full)
     if SWITCHES[switch]:
         assert getattr(ablated, SWITCHES[switch]) is None and getattr(full, SWITCHES[switch]) is not None
-    # with every shared weight equal, the outputs differ only through the removed part
-    kept = ablated.state_dict()
-    shared = {k: v for k, v in full.state_dict().items() if k in kept and kept[k].shape == v.shape}
-    ablated.load_state_dict(shared, strict=False)
-    full.eval(), ablated.eval()
-    interaction = first_batch(valid_data)
-    with torch.no_grad():
-        a, b = full.full_sort_predict(interaction), ablated.full_sort_predict(interaction)
-    finite = torch.isfinite(a)
-    assert (a[finite] - b[finite]).abs().max() > 1e-6
+    assert_removed_part_changes_scores(full, ablated, valid_data)
 
 
 def test_tags_carry_the_answer_to_unseen_items(tmp_path):

@@ -48,3 +48,16 @@ def check_finite(model, train_data, valid_data):
         own = domains.masks.to(scores.device)[domains.item_domain[interaction[model.POS_ITEM_ID]]]  # [B, n_items]
         assert torch.isfinite(scores[own]).all(), "NaN/inf score for an item of the target's domain"
     return scores
+
+
+def assert_removed_part_changes_scores(full, ablated, valid_data):
+    """With every shared weight equal, the two models' scores differ only through the removed part."""
+    kept = ablated.state_dict()
+    shared = {k: v for k, v in full.state_dict().items() if k in kept and kept[k].shape == v.shape}
+    ablated.load_state_dict(shared, strict=False)
+    full.eval(), ablated.eval()
+    interaction = first_batch(valid_data)
+    with torch.no_grad():
+        a, b = full.full_sort_predict(interaction), ablated.full_sort_predict(interaction)  # [B, n_items] each
+    finite = torch.isfinite(a)
+    assert (a[finite] - b[finite]).abs().max() > 1e-6
