@@ -58,19 +58,21 @@ def comparison(states, protocol, published, subject="TEMA", rivals=("SASRec", "C
         return []
     lines = [f"| domain | metric | {subject} | " + " | ".join(f"minus {name}" for name in columns) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in columns) + " |"]
-    ahead, total = 0, 0
-    for domain in _domains(by_name[subject]):
+    ahead = [0] * len(columns)  # per column: metrics where the subject is at or above it
+    domains = _domains(by_name[subject])
+    for domain in domains:
         for metric in METRICS:
             mine = by_name[subject][f"{metric}/{domain}"]
             others = [by_name[name][f"{metric}/{domain}"] for name in rivals]
             if published and domain in published:
                 others.append(published[domain][metric])
-            ahead += all(mine >= other for other in others)
-            total += 1
+            ahead = [count + (mine >= other) for count, other in zip(ahead, others)] + ahead[len(others):]
             deltas = " | ".join(f"{mine - other:+.4f}" for other in others)
             lines.append(f"| {domain} | {metric} | {mine:.4f} | {deltas} |")
+    total = len(domains) * len(METRICS)
     lines.append("")
-    lines.append(f"{subject} is at or above every column on {ahead} of {total} per-domain metrics.")
+    lines.append(f"{subject} is at or above " + ", ".join(f"{name} on {count} of {total}"
+                                                        for name, count in zip(columns, ahead)) + " per-domain metrics.")
     return lines
 
 
