@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_report import write_reports  # noqa: E402  (a sibling module of this script)
 
 from atomic_data_builders.__main__ import main as build_main  # noqa: E402
+from atomic_data_builders.atomic import atomic_open  # noqa: E402
 from recbole_tema.config import Config  # noqa: E402
 from recbole_tema.errors import ConfigurationError  # noqa: E402
 from recbole_tema.evaluation.protocol import parse_eval_mode  # noqa: E402
@@ -78,10 +79,8 @@ def machine_description():
 
 
 def _write_json(path, value):
-    """Atomic: an interrupted write keeps the previous file."""
-    partial = Path(f"{path}.part")
-    partial.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_open(path) as handle:  # an interrupted write keeps the previous file
+        json.dump(value, handle, indent=1)
 
 
 def _save_checkpoint(trainer, epoch_idx, path):

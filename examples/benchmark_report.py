@@ -2,8 +2,9 @@
 
 import datetime
 import json
-import os
 from pathlib import Path
+
+from atomic_data_builders.atomic import atomic_open
 
 METRICS = ("hit@5", "hit@10", "ndcg@10", "mrr")
 HEADERS = ("Hit@5", "Hit@10", "NDCG@10", "MRR")
@@ -115,11 +116,8 @@ def dataset_lines(spec, data_path):
 
 
 def write_atomic(path, text):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    with atomic_open(path) as handle:
+        handle.write(text)
 
 
 def _document(title, spec, data_path, states, published):
@@ -172,10 +170,9 @@ def plot(path, states, protocols, published):
     if domains:
         axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    partial = Path(path).with_name(Path(path).name + ".part.png")
-    figure.savefig(partial, dpi=100)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
     plt.close(figure)
-    os.replace(partial, path)
 
 
 def write_reports(spec, data_path, runs):
