@@ -1,6 +1,32 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import setup
+
+TOP_PACKAGES = ("recbole_tema", "atomic_data_builders")
+DATA_FILES = ("*.yaml",)  # property files and prompts.yaml, wherever they sit in a package
+
+
+def packages_of(top):
+    """Every folder of ``top`` that holds Python code, as a dotted package name.
+
+    A folder with a ``.py`` file but no ``__init__.py`` stops the build: ``find_packages`` would
+    silently leave it out of a normal (non-editable) install while an editable one still imports it.
+    """
+    packages = []
+    for folder in sorted(p for p in [Path(top), *Path(top).rglob("*")] if p.is_dir() and p.name != "__pycache__"):
+        if not any(folder.glob("*.py")):
+            continue
+        if not (folder / "__init__.py").is_file():
+            raise SystemExit(f"{folder} holds Python modules but no __init__.py: add one, or it is not installed.")
+        packages.append(".".join(folder.parts))
+    return packages
+
+
+def data_folders_of(top):
+    """Folders of ``top`` holding data files (YAML) but no code, as glob patterns relative to ``top``."""
+    folders = {p.parent.relative_to(top) for pattern in DATA_FILES for p in Path(top).rglob(pattern)}
+    return sorted(str(folder / pattern) for folder in folders for pattern in DATA_FILES)
+
 
 # Ranges that work on the supported stack (Python 3.11, torch 2.13 CPU); see README "Install".
 # Install with `-c constraints.txt` so that pip keeps the machine's torch build.
@@ -34,8 +60,8 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8") if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.13",
-    packages=find_packages(include=["recbole_tema", "recbole_tema.*", "atomic_data_builders", "atomic_data_builders.*"]),
-    package_data={"recbole_tema": ["properties/*.yaml", "properties/*/*.yaml"], "atomic_data_builders": ["**/*.yaml"]},
+    packages=[package for top in TOP_PACKAGES for package in packages_of(top)],
+    package_data={top: data_folders_of(top) for top in TOP_PACKAGES},
     install_requires=CORE,
     extras_require={"builders": BUILDERS, "bench": BUILDERS + BENCH, "test": BUILDERS + BENCH + TEST},
     entry_points={"console_scripts": ["run_recbole=recbole_tema.cli:main"]},

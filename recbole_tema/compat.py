@@ -3,6 +3,8 @@
 Each fix is here because of a failure measured on this stack; see the README's "Stack" section.
 """
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -28,12 +30,28 @@ def _switch_off_anomaly_detection():
     torch.autograd.set_detect_anomaly(False)
 
 
+# RecBole 1.2.1's known, harmless deprecation warnings on pandas 2.x and torch 2.x, as
+# (message regex, module regex of the RecBole line that triggers it). Each would print a block per
+# run between the progress bars; other warnings, and these from any other module, still show.
+RECBOLE_WARNINGS = (
+    ("A value is trying to be set on a copy of a DataFrame or Series through chained assignment", r"recbole\.data\."),
+    ("using <built-in function len> in Series.agg cannot aggregate", r"recbole\.data\."),
+    (r"`torch\.cuda\.amp\.", r"recbole\.trainer\."),
+)
+
+
+def silence_recbole_warnings():
+    for message, module in RECBOLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=module)
+
+
 def apply():
     """Apply every fix once; safe to call many times."""
     global _APPLIED
     if _APPLIED:
         return
     _restore_numpy_aliases()
+    silence_recbole_warnings()
     _switch_off_anomaly_detection()
     _APPLIED = True
 
