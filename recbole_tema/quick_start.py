@@ -7,14 +7,27 @@ from recbole.utils import get_trainer, init_logger, init_seed, set_color
 
 from recbole_tema import compat
 from recbole_tema.config import Config
+from recbole_tema.data.training_rows import sequence_train_loader, train_rows_of
+from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
 from recbole_tema.evaluation.trainer import cross_domain_trainer_class
 
 
 def prepare_data(config):
-    """(dataset, train, valid, test loaders); eval loaders tell the protocol their phase."""
+    """(dataset, train, valid, test loaders); eval loaders tell the protocol their phase.
+
+    With ``train_rows: sequence`` the training loader yields one row per window of each user's
+    training sequence instead of one per prefix (recbole_tema/data/training_rows.py).
+    """
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if train_rows_of(config) == "sequence":
+        if not getattr(config.model_class, "supports_sequence_rows", False):
+            raise ConfigurationError(
+                f"Model [{config['model']}] learns from the last position of each row only: it needs "
+                f"train_rows: prefix (train_rows: sequence is for the plugin's cross-domain models)."
+            )
+        train_data = sequence_train_loader(config, train_data)
     valid_data.cd_phase, test_data.cd_phase = "valid", "test"
     return dataset, train_data, valid_data, test_data
 

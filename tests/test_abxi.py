@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
 
 from fixtures import assert_learns_known_answer, known_answer_dataset, tiny_config, write_dataset
 from recbole_tema.config import Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.abxi import ABXI
-from recbole_tema.quick_start import run
+from recbole_tema.quick_start import prepare_data, run
 
 SMALL = {"embedding_size": 16, "inner_size": 32, "dlora_rank": 2, "ilora_rank": 4, "train_batch_size": 512}
 
@@ -18,14 +17,14 @@ SMALL = {"embedding_size": 16, "inner_size": 32, "dlora_rank": 2, "ilora_rank": 
 def build(root, name, **overrides):
     """(model, train_data) for a dataset under root, without training."""
     config = Config(model="ABXI", dataset=name, config_dict=tiny_config(root, **{**SMALL, **overrides}))
-    train_data, _, _ = data_preparation(config, create_dataset(config))
+    _, train_data, _, _ = prepare_data(config)
     return ABXI(config, train_data._dataset), train_data
 
 
 def test_one_epoch_through_run_reports_every_domain(tmp_path):
     name = known_answer_dataset(tmp_path, n_users=60)
-    for objective in ("sequence", "next_item"):
-        config = tiny_config(tmp_path, train_objective=objective, **SMALL)
+    for train_rows in ("sequence", "prefix"):
+        config = tiny_config(tmp_path, train_rows=train_rows, **SMALL)
         config["eval_args"] = {**config["eval_args"], "mode": "uni20"}
         result = run(model="ABXI", dataset=name, config_dict=config)
         test = result["test_result"]
@@ -87,22 +86,6 @@ def test_scores_every_item_with_its_own_domain(tmp_path):
         only_a = torch.nonzero(model.item_domain == 0).squeeze(1)[:3].view(1, 3)  # [1, 3]
         out = model.forward(only_a, torch.tensor([3]))  # [1, D, H]
         assert torch.isfinite(out).all()
-
-
-def test_sequence_objective_trains_on_each_users_longest_row_only(tmp_path):
-    name = known_answer_dataset(tmp_path, n_users=20)
-    model, train_data = build(tmp_path, name, train_objective="sequence")
-    batch = next(iter(train_data))
-    users = batch[model.USER_ID]
-    longest = (batch[model.ITEM_SEQ_LEN] == model.last_train_len[users]) & (
-        batch[model.POS_ITEM_ID] == model.last_train_item[users]
-    )
-    # known_answer_dataset: 12 events per user, 2 held out, so the longest training row has 9 items.
-    assert longest.sum() == len(users.unique()) and (batch[model.ITEM_SEQ_LEN][longest] == 9).all()
-    loss = model.calculate_loss(batch[~longest])
-    loss.backward()
-    assert loss.item() == 0.0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
-    assert model.calculate_loss(batch[longest]).item() > 0.0
 
 
 def test_single_domain_dataset_is_refused(tmp_path):

@@ -16,24 +16,21 @@ seen up to t; so each domain representation is read exactly where it is used to 
 its own domain. At inference the next domain is unknown, so the last position is filled for every
 domain and each item is scored with the representation of its own domain.
 
-Training (``train_objective``): ``sequence`` is ABXI's: InfoNCE at every position of each user's
-whole training sequence, once per epoch (only the longest training row of each user is used; the
-other augmented rows of a batch are skipped). ``next_item`` uses every augmented row RecBole gives,
-with the loss at its last position only (the same (history, target) pairs, one target per row).
+Training (``train_rows``): ``sequence`` is ABXI's: InfoNCE at every position of each user's whole
+training sequence, once per epoch (the training loader yields one row per window of
+``MAX_ITEM_LIST_LENGTH`` items, recbole_tema/data/training_rows.py). ``prefix`` uses every augmented
+row RecBole gives, with the loss at its last position only (the same (history, target) pairs, one
+target per row).
 Negatives are ``train_neg_per_domain`` items drawn per batch from every domain (ABXI draws them per
 position), excluding the user's training items.
 """
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 
-from recbole_tema.data.domains import ItemDomains
 from recbole_tema.errors import ConfigurationError
-
-TRAIN_OBJECTIVES = ("sequence", "next_item")
+from recbole_tema.model.cross_domain import CrossDomainSequentialRecommender
 
 
 class LoRA(nn.Module):
@@ -98,7 +95,7 @@ class CausalSelfAttention(nn.Module):
         return self.norm(queries + self.dropout(a)) * real_q.unsqueeze(-1)  # [N, Lq, H]
 
 
-class ABXI(SequentialRecommender):
+class ABXI(CrossDomainSequentialRecommender):
     r"""ABXI (Bian et al., WWW 2025) for two or more domains read from the ``domain`` item field."""
 
     def __init__(self, config, dataset):
@@ -111,29 +108,15 @@ class ABXI(SequentialRecommender):
         self.ilora_rank = config["ilora_rank"]
         self.temperature = config["temperature"]
         self.n_neg = config["train_neg_per_domain"]
-        self.train_objective = config["train_objective"]
-        if self.train_objective not in TRAIN_OBJECTIVES:
-            raise ConfigurationError(
-                f"ABXI: train_objective [{self.train_objective}] must be one of {list(TRAIN_OBJECTIVES)}."
-            )
         for key in ("dlora_rank", "ilora_rank"):
             if config[key] < 0:
                 raise ConfigurationError(f"ABXI: {key} [{config[key]}] must be >= 0 (0 switches the adapter off).")
 
-        domains = ItemDomains.from_dataset(dataset)
-        if domains.num_domains < 2:
+        if self.n_domains < 2:
             raise ConfigurationError(
-                f"ABXI is a cross-domain model: dataset [{dataset.dataset_name}] has {domains.num_domains} "
-                f"domain(s) {domains.names} in its [{domains.field}] item field; it needs 2 or more."
+                f"ABXI is a cross-domain model: dataset [{dataset.dataset_name}] has {self.n_domains} "
+                f"domain(s) in its domain item field; it needs 2 or more."
             )
-        self.n_domains = domains.num_domains
-        self.register_buffer("item_domain", domains.item_domain.clone(), persistent=False)  # [n_items]
-        for d in range(self.n_domains):
-            pool = torch.nonzero(domains.masks[d]).squeeze(1)  # [n_items_d]
-            self.register_buffer(f"pool_{d}", pool, persistent=False)
-        last_len, last_item = self._longest_training_rows(dataset)
-        self.register_buffer("last_train_len", last_len, persistent=False)  # [n_users]
-        self.register_buffer("last_train_item", last_item, persistent=False)  # [n_users]
 
         H, D = self.hidden_size, self.n_domains
         self.item_embedding = nn.Embedding(self.n_items, H, padding_idx=0)
@@ -172,33 +155,6 @@ class ABXI(SequentialRecommender):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-
-    def _longest_training_rows(self, dataset):
-        """Per user, (length, target) of its last training row: the row that holds its whole training sequence.
-
-        RecBole builds the model from the training split, whose augmented rows are sorted by user and time.
-        """
-        n_users = dataset.user_num
-        last_len = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
-        last_item = torch.full((n_users,), -1, dtype=torch.long)  # [n_users]
-        inter = dataset.inter_feat
-        if self.train_objective == "sequence" and (inter is None or self.ITEM_SEQ_LEN not in inter):
-            raise ConfigurationError(
-                f"ABXI: train_objective `sequence` needs the sequential training split (rows with "
-                f"[{self.ITEM_SEQ_LEN}]) to find each user's whole training sequence; got dataset "
-                f"[{dataset.dataset_name}] without it. Build the model as RecBole does: "
-                f"ABXI(config, train_data.dataset)."
-            )
-        if inter is None or self.ITEM_SEQ_LEN not in inter:
-            return last_len, last_item
-        users = inter[self.USER_ID].numpy()  # [R]
-        # Index of each user's last row: first occurrence in the reversed order.
-        _, first_rev = np.unique(users[::-1], return_index=True)
-        rows = torch.as_tensor(len(users) - 1 - first_rev)  # [n_present]
-        present = torch.as_tensor(users)[rows]  # [n_present]
-        last_len[present] = inter[self.ITEM_SEQ_LEN][rows].long()
-        last_item[present] = inter[self.POS_ITEM_ID][rows].long()
-        return last_len, last_item
 
     # ------------------------------------------------------------------ encoder
     def _domain_streams(self, item_seq, task):
@@ -280,31 +236,17 @@ class ABXI(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]  # [B, L]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]  # [B]
         pos_items = interaction[self.POS_ITEM_ID]  # [B]
-        if self.train_objective == "sequence":
-            users = interaction[self.USER_ID]  # [B]
-            keep = (item_seq_len == self.last_train_len[users]) & (pos_items == self.last_train_item[users])  # [B]
-            if not keep.any():
-                # No user's whole training sequence in this batch: nothing to learn from, but keep the graph valid.
-                return self.item_embedding.weight.sum() * 0.0
-            item_seq, item_seq_len, pos_items = item_seq[keep], item_seq_len[keep], pos_items[keep]
         B, L = item_seq.shape
         D = self.n_domains
         dev = item_seq.device
-        steps = torch.arange(L, device=dev)  # [L]
-        last = (item_seq_len - 1).clamp(min=0)  # [B]
-        # targets[b, t] is the item after position t: the next list item, or the row's target at the last step.
-        targets = torch.cat([item_seq[:, 1:], torch.zeros(B, 1, dtype=item_seq.dtype, device=dev)], 1)  # [B, L]
-        targets = torch.where(steps.view(1, L) == last.view(B, 1), pos_items.view(B, 1), targets)  # [B, L]
+        targets = self.next_items(interaction)  # [B, L] the item after each position
         target_domain = self.item_domain[targets]  # [B, L], -1 for padding
         task = target_domain.unsqueeze(1) == torch.arange(D, device=dev).view(1, -1, 1)  # [B, D, L]
-
-        if self.train_objective == "sequence":
-            scored = (target_domain >= 0) & (steps.view(1, L) <= last.view(B, 1))  # [B, L] every position
-        else:
-            scored = (steps.view(1, L) == last.view(B, 1)) & (target_domain >= 0)  # [B, L] last position only
+        scored = self.loss_positions(interaction) & (target_domain >= 0)  # [B, L]
         rows, pos = scored.nonzero(as_tuple=True)  # [Q], [Q]
         doms = target_domain[rows, pos]  # [Q]
-        one_step = last if self.train_objective == "next_item" else None  # [B] or every step
+        # prefix rows are scored at their last step only: attention runs from that step alone
+        one_step = (item_seq_len - 1).clamp(min=0) if self.train_rows == "prefix" else None  # [B] or every step
         h = self._encode(item_seq, task, rows, pos, doms, last=one_step)  # [Q, H]
 
         negatives = self._sample_negatives(dev)  # [M]
@@ -330,22 +272,15 @@ class ABXI(SequentialRecommender):
         """train_neg_per_domain items drawn uniformly (with replacement) from each domain: [D * n_neg]."""
         draws = []
         for d in range(self.n_domains):
-            pool = getattr(self, f"pool_{d}")  # [n_items_d]
+            pool = self.domain_pool(d)  # [n_items_d]
             draws.append(pool[torch.randint(len(pool), (self.n_neg,), device=device)])  # [n_neg]
         return torch.cat(draws)  # [D * n_neg]
 
     # ------------------------------------------------------------------ inference
     def predict(self, interaction):
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, D, H]
-        items = interaction[self.ITEM_ID]  # [B]
-        doms = self.item_domain[items].clamp(min=0)  # [B]
-        h = out[torch.arange(len(items), device=items.device), doms]  # [B, H]
-        return (h * self.item_embedding(items)).sum(-1)  # [B]
+        return self.score_items(out, self.item_embedding.weight, interaction[self.ITEM_ID])  # [B]
 
     def full_sort_predict(self, interaction):
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])  # [B, D, H]
-        scores = out.new_full((out.shape[0], self.n_items), float("-inf"))  # [B, n_items]; no domain: never ranked
-        for d in range(self.n_domains):
-            pool = getattr(self, f"pool_{d}")  # [n_items_d]
-            scores[:, pool] = out[:, d] @ self.item_embedding(pool).t()  # [B, n_items_d]
-        return scores
+        return self.score_per_domain(out, self.item_embedding.weight)  # [B, n_items]

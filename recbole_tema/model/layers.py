@@ -5,10 +5,9 @@ Item side: frozen item features held as buffers (:class:`FrozenItemFeatures`), t
 gated fusion of whatever modalities an item has (:class:`GatedModalityFusion`).
 
 Sequence side: a causal pre-LayerNorm transformer encoder whose queries and keys can carry the
-items' tag vectors (:class:`SequenceEncoder`), the
-compaction of a merged sequence into one domain's sub-sequence (:func:`domain_subsequence`), the
-intra-domain and cross-domain user states (:class:`MultiDomainAttention`), and the loss over the
-target's own domain (:func:`in_domain_cross_entropy`).
+items' tag vectors (:class:`SequenceEncoder`), the compaction of a merged sequence into one
+domain's sub-sequence (:func:`domain_subsequence`), and the intra-domain and cross-domain user
+states, after every position or after the whole sequence (:class:`MultiDomainAttention`).
 
 A modality is *missing* for an item when its feature row is all zeros (an empty atomic-file cell)
 or, for tags, when the item has no tag: it is left out of every softmax that pools modalities or
@@ -284,18 +283,23 @@ def domain_subsequence(item_seq, seq_domain, domain, max_len=None):
 
 
 class MultiDomainAttention(nn.Module):
-    """Cross-domain state from the merged sequence and intra-domain state from the target's domain.
+    """Cross-domain states from the merged sequence and intra-domain states from each domain's sub-sequence.
 
-    One :class:`SequenceEncoder` per domain reads that domain's compacted sub-sequence; a batch row
-    is only encoded by the encoder of its target's domain (the only intra state its score uses), so
-    all intra-domain encoders together cost at most one pass over the batch, and ``intra_max_len``
-    (the most recent in-domain items read) makes that pass shorter.
+    One :class:`SequenceEncoder` per domain reads that domain's compacted sub-sequence; one reads the
+    merged sequence. Two reads of the same encoders:
+
+    * :meth:`at_every_position` (whole-sequence training): the state of every domain after every
+      position t, each domain's encoder run once over its whole sub-sequence and its states gathered
+      back to the merged positions (the state at t reads that domain's items up to t only);
+    * :meth:`at_end`: the states after the whole sequence, only for the (row, domain) pairs asked
+      for, the domain's sub-sequence cut to its ``intra_max_len`` most recent items.
+
     ``tag_table`` (optional, with ``tag_attention``) [n_items, H] holds each item's tag vector.
     """
 
-    def __init__(self, config, n_domains, use_intra, use_cross, tag_attention=False):
+    def __init__(self, config, n_domains, use_intra, use_cross, tag_attention=False, intra_max_len=None):
         super().__init__()
-        self.intra_max_len = config["intra_max_len"]
+        self.intra_max_len = intra_max_len
         if not (use_intra or use_cross):
             raise ConfigurationError("At least one of intra_domain_encoder / cross_domain_encoder must be True.")
         self.cross = SequenceEncoder(config, tag_attention) if use_cross else None
@@ -303,33 +307,50 @@ class MultiDomainAttention(nn.Module):
             nn.ModuleList(SequenceEncoder(config, tag_attention) for _ in range(n_domains)) if use_intra else None
         )
 
-    def forward(self, item_table, item_domain, item_seq, seq_len, target_domain, tag_table=None):
-        # item_table: [n_items, H]; item_domain: [n_items]; item_seq: [B, L]; seq_len, target_domain: [B]
-        cross_state = intra_state = has_intra = None
+    def at_every_position(self, item_table, item_domain, item_seq, tag_table=None):
+        """cross [B, L, H] or None; intra [B, D, L, H] or None; has_intra [B, D, L] or None.
+
+        intra[b, d, t] is domain d's state over its items up to position t; has_intra says there is one.
+        """
+        cross = intra = has_intra = None
         if self.cross is not None:
-            states = self.cross(item_seq, item_table, tag_table)  # [B, L, H]
-            cross_state = last_state(states, seq_len)  # [B, H]
+            cross = self.cross(item_seq, item_table, tag_table)  # [B, L, H]
         if self.intra is not None:
             seq_domain = item_domain[item_seq]  # [B, L]
-            intra_state = item_table.new_zeros(item_seq.shape[0], item_table.shape[1])  # [B, H]
-            has_intra = torch.zeros_like(seq_len, dtype=torch.bool)  # [B]
+            states_per_domain, seen_per_domain = [], []
             for domain, encoder in enumerate(self.intra):
-                rows = (target_domain == domain).nonzero().squeeze(1)  # [B_d]
+                sub_seq, _ = domain_subsequence(item_seq, seq_domain, domain)  # [B, W]
+                states = encoder(sub_seq, item_table, tag_table)  # [B, W, H]
+                seen = (seq_domain == domain).cumsum(1)  # [B, L] domain items up to each position
+                index = (seen - 1).clamp(min=0).unsqueeze(-1).expand(-1, -1, states.shape[-1])  # [B, L, H]
+                states_per_domain.append(states.gather(1, index))  # [B, L, H]
+                seen_per_domain.append(seen > 0)  # [B, L]
+            intra = torch.stack(states_per_domain, 1)  # [B, D, L, H]
+            has_intra = torch.stack(seen_per_domain, 1)  # [B, D, L]
+        return cross, intra, has_intra
+
+    def at_end(self, item_table, item_domain, item_seq, seq_len, wanted, tag_table=None):
+        """cross [B, H] or None; intra [B, D, H] or None (zeros where not wanted); has_intra [B, D] or None.
+
+        wanted: [B, D] bool, the (row, domain) pairs whose intra state is needed: a domain's encoder
+        reads only its rows, so asking for one domain per row costs at most one pass over the batch.
+        """
+        cross = intra = has_intra = None
+        if self.cross is not None:
+            cross = last_state(self.cross(item_seq, item_table, tag_table), seq_len)  # [B, H]
+        if self.intra is not None:
+            seq_domain = item_domain[item_seq]  # [B, L]
+            B, D, H = item_seq.shape[0], len(self.intra), item_table.shape[1]
+            intra = item_table.new_zeros(B, D, H)  # [B, D, H]
+            has_intra = torch.zeros(B, D, dtype=torch.bool, device=item_seq.device)  # [B, D]
+            for domain, encoder in enumerate(self.intra):
+                rows = wanted[:, domain].nonzero().squeeze(1)  # [B_d]
                 if rows.numel() == 0:
                     continue
                 sub_seq, sub_len = domain_subsequence(
                     item_seq[rows], seq_domain[rows], domain, self.intra_max_len
                 )  # [B_d, W], [B_d]
                 states = encoder(sub_seq, item_table, tag_table)  # [B_d, W, H]
-                intra_state = intra_state.index_copy(0, rows, last_state(states, sub_len))  # [B, H]
-                has_intra = has_intra.index_copy(0, rows, sub_len > 0)  # [B]
-        return cross_state, intra_state, has_intra
-
-
-def in_domain_cross_entropy(logits, target, target_domain, domain_masks):
-    """Cross-entropy of the target against the items of its own domain only.
-
-    logits: [B, n_items]; target, target_domain: [B]; domain_masks: [n_domains, n_items] bool.
-    """
-    logits = logits.masked_fill(~domain_masks[target_domain], float("-inf"))  # [B, n_items]
-    return F.cross_entropy(logits, target)
+                intra = intra.index_put((rows, torch.full_like(rows, domain)), last_state(states, sub_len))  # [B, D, H]
+                has_intra = has_intra.index_put((rows, torch.full_like(rows, domain)), sub_len > 0)  # [B, D]
+        return cross, intra, has_intra

@@ -3,11 +3,11 @@
 import math
 
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_tema.config import Config
 from recbole_tema.data.domains import ItemDomains
+from recbole_tema.quick_start import prepare_data
 from recbole_tema.registry import get_model
 
 
@@ -15,8 +15,7 @@ def build(model_name, dataset_name, config_dict):
     """(model, train_data, valid_data) for a config, with a fixed seed for the weights."""
     config = Config(model=model_name, dataset=dataset_name, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, dataset)
+    _, train_data, valid_data, _ = prepare_data(config)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset)
     return model, train_data, valid_data
