@@ -129,9 +129,10 @@ def test_tags_carry_the_answer_to_unseen_items(tmp_path):
     assert with_tags["mrr"] >= without["mrr"] + 0.03, (dict(with_tags), dict(without))
 
 
-@pytest.mark.parametrize("train_rows", ["sequence", "prefix"])
-def test_learns_the_shared_known_answer(tmp_path, train_rows):
+@pytest.mark.parametrize("train_rows,train_softmax", [("sequence", "full"), ("prefix", "full"), ("sequence", "sampled")])
+def test_learns_the_shared_known_answer(tmp_path, train_rows, train_softmax):
     fast = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "learning_rate": 0.01, "epochs": 8, "train_rows": train_rows}
     # about 10 steps an epoch either way: 300 user sequences, or 2,700 prefix rows
     fast["train_batch_size"] = 32 if train_rows == "sequence" else 256
+    fast.update(train_softmax=train_softmax, train_neg_per_domain=10)  # 10 of the 40 items of a domain
     assert_learns_known_answer("TEMA", tmp_path, fast)

@@ -131,3 +131,23 @@ def test_scores_do_not_read_the_evaluation_target(tmp_path, model_name):
         scores = model.full_sort_predict(batch)  # [B, n_items]
         assert torch.equal(scores, model.full_sort_predict(other_label))
         assert torch.equal(scores, model.full_sort_predict(without_label))
+
+
+def test_sampled_softmax_estimates_the_full_in_domain_softmax(tmp_path):
+    # 40 items a domain; with many uniform draws the corrected sampled loss approaches the full one
+    name = known_answer_dataset(tmp_path, n_users=12, length=8)
+    config = tiny_config(tmp_path, **SMALL)
+    full, train_data, _ = build("TEMA", name, config)
+    sampled, _, _ = build("TEMA", name, {**config, "train_softmax": "sampled", "train_neg_per_domain": 20000})
+    sampled.load_state_dict(full.state_dict())
+    full.eval(), sampled.eval()
+    with torch.no_grad():
+        table = full.item_embedding.weight * 20  # [n_items, H] spread the scores so the softmax is not flat
+        states = torch.randn(64, table.shape[1])  # [Q, H]
+        targets = torch.cat([full.domain_pool(0)[:32], full.domain_pool(1)[:32]])  # [Q]
+        exact = full.in_domain_nll(states, targets, table)  # [Q]
+        estimate = sampled.in_domain_nll(states, targets, table)  # [Q]
+        few = build("TEMA", name, {**config, "train_softmax": "sampled", "train_neg_per_domain": 1})[0]
+        one_negative_gap = (few.in_domain_nll(states, targets, table) - exact).abs().mean()
+    assert torch.allclose(estimate, exact, rtol=0.03, atol=0.03)
+    assert one_negative_gap > 0.5  # one negative is a poor estimate: the test can tell them apart

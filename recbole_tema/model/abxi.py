@@ -106,7 +106,6 @@ class ABXI(CrossDomainSequentialRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.dlora_rank = config["dlora_rank"]
         self.ilora_rank = config["ilora_rank"]
-        self.temperature = config["temperature"]
         self.n_neg = config["train_neg_per_domain"]
         for key in ("dlora_rank", "ilora_rank"):
             if config[key] < 0:

@@ -24,7 +24,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
     Config keys read here: ``train_rows`` (``sequence``: loss at every position of each training
     window; ``prefix``: RecBole's rows, loss at the last position), ``train_softmax`` (``full``: all
     items of the target's domain; ``sampled``: ``train_neg_per_domain`` uniform negatives per domain
-    shared by the batch, with the importance-sampling correction) and ``train_neg_per_domain``.
+    shared by the batch, with the importance-sampling correction), ``train_neg_per_domain`` and
+    ``temperature`` (the training logits are divided by it; ranking does not depend on it).
     """
 
     supports_sequence_rows = True
@@ -34,6 +35,7 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         self.train_rows = train_rows_of(config)
         self.train_softmax = config["train_softmax"] or "full"
         self.train_neg_per_domain = config["train_neg_per_domain"]
+        self.temperature = config["temperature"] or 1.0
         if self.train_softmax not in TRAIN_SOFTMAX:
             raise ConfigurationError(f"train_softmax [{self.train_softmax}] must be one of {list(TRAIN_SOFTMAX)}.")
         if self.train_softmax == "sampled" and not (self.train_neg_per_domain or 0) > 0:
@@ -101,7 +103,7 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
 
     def _full_domain_nll(self, states, targets, item_table, d):
         pool = self.domain_pool(d)  # [N_d]
-        logits = states @ item_table[pool].t()  # [Q_d, N_d]
+        logits = states @ item_table[pool].t() / self.temperature  # [Q_d, N_d]
         return F.cross_entropy(logits, self.item_local[targets], reduction="none")  # [Q_d]
 
     def _sampled_domain_nll(self, states, targets, item_table, d):
@@ -110,8 +112,9 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         # of their exponentials an unbiased estimate of the full softmax's denominator.
         pool = self.domain_pool(d)  # [N_d]
         negatives = pool[torch.randint(len(pool), (self.train_neg_per_domain,), device=pool.device)]  # [N]
-        pos_logit = (states * item_table[targets]).sum(-1, keepdim=True)  # [Q_d, 1]
-        neg_logit = states @ item_table[negatives].t() + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
+        pos_logit = (states * item_table[targets]).sum(-1, keepdim=True) / self.temperature  # [Q_d, 1]
+        neg_logit = states @ item_table[negatives].t() / self.temperature  # [Q_d, N]
+        neg_logit = neg_logit + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
         neg_logit = neg_logit.masked_fill(negatives.view(1, -1) == targets.view(-1, 1), float("-inf"))  # [Q_d, N]
         logits = torch.cat([pos_logit, neg_logit], 1)  # [Q_d, 1 + N]
         return -F.log_softmax(logits, dim=1)[:, 0]  # [Q_d]
