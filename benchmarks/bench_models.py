@@ -19,7 +19,6 @@ temporary name, then renames it.
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recbole_tema.benchmark.machine import describe_machine, load_average
 
 DATASET = "ml-100k-cdf"
 COMMON = {
@@ -183,17 +184,6 @@ def interleaved(model_names, data_path, batches):
                       "cpu": {n: t / batches for n, t in cpu.items()}}))
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, load average at start {load:.1f}"
-
-
 def _median(values):
     values = sorted(values)
     middle = len(values) // 2
@@ -249,7 +239,7 @@ def main():
                         help="also time this many batches per model in one process, alternating models")
     parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget-min", type=float, default=25.0)
-    parser.add_argument("--out", default="benchmarks/results_models.md")
+    parser.add_argument("--out", default="benchmarks/results/model_cost.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,7 +256,7 @@ def main():
     header = [
         "# Training cost of TEMA, LLMEMF and SASRec on the same data",
         "",
-        f"- machine: {machine()}",
+        f"- machine: {describe_machine()}, load average at start {load_average():.1f}",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- data: {DATASET} (ml-100k-cd + real genres as tags, synthetic frozen text/CLIP features), "
         f"hidden 64, 2 layers, 2 heads, batch 2048, max length 50, CE loss, Adam",

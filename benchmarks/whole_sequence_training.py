@@ -6,7 +6,7 @@
    (``train_rows: prefix``) and RecBole's SASRec, each in a fresh process, one after another.
 2. A cProfile of one TEMA epoch (sequence rows): its top entries.
 3. Learning curves (validation MRR after each epoch against wall-clock minutes) of the runs in
-   ``examples/whole_sequence_training.yaml``, trained by ``examples/benchmark.py`` (resumable), and
+   ``examples/whole_sequence_training.yaml``, trained by ``python -m recbole_tema.benchmark`` (resumable), and
    the minutes each run needs to reach the prefix run's validation MRR after 4 epochs.
 Writes ``benchmarks/results/whole_sequence_training.md``. Parts already measured are kept in
 ``benchmarks/work/whole_sequence/cost.json`` and not measured again (delete it to re-measure).
@@ -95,8 +95,7 @@ def _measure(name, profile=False):
 
 
 def _curves(curve_min, prefix_curve_min):
-    sys.path.insert(0, str(REPO / "examples"))
-    from benchmark import main as benchmark_main
+    from recbole_tema.benchmark.__main__ import main as benchmark_main
 
     config = str(CURVES_CONFIG.relative_to(REPO))
     benchmark_main(["--config", config, "--runs", PREFIX_RUN, "--run-budget-min", str(prefix_curve_min)])
@@ -196,8 +195,8 @@ def main():
     if args.child:
         return one_epoch(args.child, args.profile)
 
-    sys.path.insert(0, str(REPO / "examples"))
-    from benchmark import build_dataset, machine_description
+    from recbole_tema.benchmark.machine import describe_machine
+    from recbole_tema.benchmark.runner import build_dataset
 
     spec = _spec()
     spec["work_dir"] = str(REPO / spec["work_dir"])
@@ -217,7 +216,7 @@ def main():
     if not args.skip_curves:
         os.chdir(REPO)
         _curves(args.curve_min, args.prefix_curve_min)
-    _report(cost, machine_description())
+    _report(cost, describe_machine())
     return 0
 
 

@@ -1,15 +1,12 @@
 """The side-by-side benchmark's code path on a tiny split-format slice: build, train, resume, tables, plot."""
 
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
 from builders.helpers import write_split_rich
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import benchmark  # noqa: E402  (examples/benchmark.py)
+from recbole_tema.benchmark.__main__ import main as benchmark_main
 
 PUBLISHED = {"name": "ABXI (published)", "food": {"hit@5": 0.25, "hit@10": 0.32, "ndcg@10": 0.19, "mrr": 0.16},
              "kitchen": {"hit@5": 0.17, "hit@10": 0.24, "ndcg@10": 0.14, "mrr": 0.12}}
@@ -48,7 +45,7 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     config, spec = _config(tmp_path)
 
     # A budget smaller than one epoch: every run stops after its first epoch, with a checkpoint.
-    assert benchmark.main(["--config", str(config), "--run-budget-min", "0.0001"]) == 0
+    assert benchmark_main(["--config", str(config), "--run-budget-min", "0.0001"]) == 0
     for name in ("TEMA", "SASRec", "TEMA-no-cross"):
         state = _state(spec, name)
         assert not state["finished"] and [entry["epoch"] for entry in state["curve"]] == [1]
@@ -58,12 +55,12 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     assert "tag" in table and "image branch" in table  # the build report's columns and the missing images
 
     # The next invocation resumes each run at epoch 2 and finishes it; a third trains nothing.
-    assert benchmark.main(["--config", str(config)]) == 0
+    assert benchmark_main(["--config", str(config)]) == 0
     state = _state(spec, "TEMA")
     assert state["finished"] and state["stop"] == "last epoch"
     assert [entry["epoch"] for entry in state["curve"]] == [1, 2] and state["best_epoch"] in (1, 2)
     before = {name: _state(spec, name) for name in ("TEMA", "SASRec", "TEMA-no-cross")}
-    assert benchmark.main(["--config", str(config)]) == 0
+    assert benchmark_main(["--config", str(config)]) == 0
     assert before == {name: _state(spec, name) for name in before}
 
     table = Path(spec["results"]).read_text()

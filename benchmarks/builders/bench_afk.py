@@ -7,17 +7,18 @@ Measures, each in a fresh process:
 4. RecBole's load time (create_dataset, then dataset.build()) of the plain vs the enriched dataset.
 Per-stage wall time and peak RSS come from the build report. Writes a markdown table to --out.
 
-    python benchmarks/builders/bench_afk.py --out benchmarks/builders/results_afk.md
+    python benchmarks/builders/bench_afk.py [--out benchmarks/results/builders_food_kitchen.md]
 """
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recbole_tema.benchmark.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "amazon-food-kitchen"
@@ -69,7 +70,7 @@ def build(out_dir, name, *extra):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results_afk.md")))
+    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "builders_food_kitchen.md"))
     parser.add_argument("--work", help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     if not DATA.exists():
@@ -97,8 +98,7 @@ def main():
     sizes = {n: round(sum(f.stat().st_size for f in (work / n).glob(f"{n}.*")) / 2 ** 20, 1) for n in ("afk_plain", "afk")}
 
     lines = ["# atomic_data_builders on Amazon Food-Kitchen (full split)", "",
-             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-             f"Python {platform.python_version()}, no GPU. Load average (1/5/15 min) before: "
+             f"Machine: {describe_machine()}. Load average (1/5/15 min) before: "
              f"{'/'.join(f'{x:.1f}' for x in load_before)}, after the enriched build: "
              f"{'/'.join(f'{x:.1f}' for x in load_after)} (the machine is shared: other jobs ran at the same time, "
              "so times are upper bounds of an idle machine's). MiniLM speed at the start of the run: "

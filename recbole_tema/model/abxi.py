@@ -23,6 +23,20 @@ row RecBole gives, with the loss at its last position only (the same (history, t
 target per row).
 Negatives are ``train_neg_per_domain`` items drawn per batch from every domain (ABXI draws them per
 position), excluding the user's training items.
+
+Where we deviate from the authors' code v2.1, and why:
+    * negatives: drawn once per batch per domain and shared by every position (ABXI: 128 + 128 per
+      position), so the loss stays one matrix product on a CPU;
+    * attention masks padding keys (ABXI's queries also see zero-embedded padding);
+    * inference is task-guided as training is: at the last position every domain's stream holds its
+      latest item and each item is scored with its own domain's state (ABXI's evaluation code places
+      domain items at their own timestamps);
+    * schedule: RecBole's trainer has no warm-up epoch and no ReduceLROnPlateau (ABXI: gamma 0.3162,
+      patience 30); the model is selected on the overall MRR (ABXI: MRR(A) + MRR(B));
+    * every linear, the attention input projection too, starts N(0, 0.02) (ABXI keeps PyTorch's
+      Xavier init there);
+    * evaluation candidates are the protocol's, drawn once with a fixed seed for every model (ABXI
+      redraws them unseeded at every evaluation).
 """
 
 import torch

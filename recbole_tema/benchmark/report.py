@@ -1,4 +1,4 @@
-"""Markdown tables and a PNG plot of the benchmark runs stored by ``benchmark.py``."""
+"""Markdown tables and a PNG plot of the benchmark runs stored by :mod:`recbole_tema.benchmark.runner`."""
 
 import datetime
 import json

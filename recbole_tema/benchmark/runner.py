@@ -1,7 +1,4 @@
-"""The side-by-side cross-domain benchmark: build the enriched dataset, train every model, write the tables.
-
-    python examples/benchmark.py --config examples/food_kitchen.yaml [--runs TEMA SASRec] [--no-ablations]
-                                 [--budget-min 120] [--run-budget-min 20] [--report-only]
+"""The benchmark's runs: build the enriched dataset, train every configured model resumably, test it.
 
 Every run goes through the plugin's pipeline (the one ``run_recbole`` uses) and is resumable: its state
 lives in ``<work_dir>/runs/<name>/`` (``state.json``, ``last.pth``, ``best.pth``). A finished run is not
@@ -10,28 +7,21 @@ Tables (markdown) and a plot are rewritten from the stored states after every ru
 completed over several invocations. Runs use a GPU when one is present; each row says where it ran.
 """
 
-import argparse
 import json
 import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 from recbole.utils import init_logger, init_seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_report import write_reports  # noqa: E402  (a sibling module of this script)
-
-from atomic_data_builders.__main__ import main as build_main  # noqa: E402
-from atomic_data_builders.atomic import atomic_open  # noqa: E402
-from recbole_tema.config import Config  # noqa: E402
-from recbole_tema.errors import ConfigurationError  # noqa: E402
-from recbole_tema.evaluation.protocol import parse_eval_mode  # noqa: E402
-from recbole_tema.quick_start import build_trainer, prepare_data  # noqa: E402
+from atomic_data_builders.__main__ import main as build_main
+from atomic_data_builders.atomic import atomic_open
+from recbole_tema.benchmark.machine import describe_machine
+from recbole_tema.config import Config
+from recbole_tema.errors import ConfigurationError
+from recbole_tema.evaluation.protocol import parse_eval_mode
+from recbole_tema.quick_start import build_trainer, prepare_data
 
 STATE_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT = "state.json", "last.pth", "best.pth"
 
@@ -64,18 +54,6 @@ def build_dataset(spec):
         if build_main(argv + [str(arg) for arg in spec.get("build_args", [])]) != 0:
             raise SystemExit(f"building the dataset from {spec['source']} failed (see the messages above)")
     return data_path
-
-
-def machine_description():
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def _write_json(path, value):
@@ -128,7 +106,7 @@ class Run:
         }
         if (self.folder / LAST_CHECKPOINT).exists():
             trainer.resume_checkpoint(self.folder / LAST_CHECKPOINT)
-        device = f"{config['device']}: {machine_description()}"
+        device = f"{config['device']}: {describe_machine()}"
         if device not in state["devices"]:
             state["devices"].append(device)
 
@@ -182,42 +160,3 @@ class Run:
             results[protocol] = trainer.evaluate(test_data, load_best_model=True,
                                                  model_file=str(self.folder / BEST_CHECKPOINT))
         return results
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="benchmark YAML (e.g. examples/food_kitchen.yaml)")
-    parser.add_argument("--runs", nargs="*", help="run names to train (default: all); tables list every stored run")
-    parser.add_argument("--no-ablations", action="store_true", help="skip the ablation runs")
-    parser.add_argument("--budget-min", type=float, default=float("inf"), help="wall-time budget of this invocation")
-    parser.add_argument("--run-budget-min", type=float, default=float("inf"),
-                        help="wall-time budget of each run in this invocation (it resumes next time)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the tables from stored states, train nothing")
-    args = parser.parse_args(argv)
-    spec = load_benchmark_config(args.config)
-    spec["command"] = " ".join(["python", "examples/benchmark.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])])
-    data_path = build_dataset(spec)
-    named = dict(spec["runs"])
-    if not args.no_ablations:
-        named.update(spec.get("ablations") or {})
-    unknown = sorted(set(args.runs or []) - set(named))
-    if unknown:
-        raise SystemExit(f"unknown run(s) {unknown}; the config defines {sorted(named)}")
-    runs = [Run(name, overrides, spec, data_path) for name, overrides in named.items()]
-    started = time.time()
-    for run in runs:
-        if args.report_only or run.finished or (args.runs and run.name not in args.runs):
-            continue
-        left = args.budget_min * 60 - (time.time() - started)
-        if left <= 0:
-            print(f"budget spent: {run.name} and the runs after it wait for the next invocation")
-            break
-        print(f"== {run.name} ({run.model})", flush=True)
-        run.train(min(left, args.run_budget_min * 60))
-        write_reports(spec, data_path, [r for r in runs if r.state])
-    write_reports(spec, data_path, [r for r in runs if r.state])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
