@@ -13,7 +13,7 @@ Command line (see `python -m atomic_data_builders SOURCE --help`)::
     python -m atomic_data_builders enrich --output-dir dataset --dataset afk --stages tags tag_emb \\
         --tags openai --llm-base-url http://127.0.0.1:8080/v1 --pca text_emb=64
 
-Output: `DIR/NAME/NAME.inter`, `DIR/NAME/NAME.item` (DESIGN.md contract), `DIR/NAME/NAME.report.{json,md}`;
+Output: `DIR/NAME/NAME.inter`, `DIR/NAME/NAME.item` (docs/atomic_files.md), `DIR/NAME/NAME.report.{json,md}`;
 stage caches under `DIR/NAME/.cache` (or `--cache-dir`), so re-runs and interrupted runs recompute
 nothing that finished. Modules: `sources/` (readers and filters), `enrich/` (stages), `atomic.py`
 (atomic writers), `build.py` (pipeline), `report.py` (build report).

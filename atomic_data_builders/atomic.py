@@ -1,4 +1,4 @@
-"""Writing RecBole atomic files (DESIGN.md contract) so that a reader never sees a half-written file.
+"""Writing RecBole atomic files (docs/atomic_files.md) so that a reader never sees a half-written file.
 
 Every file is written to a temporary name in the target folder and renamed over the final name
 (`os.replace`, atomic on POSIX). `.inter` rows are grouped per user and, within a user, in the
@@ -17,7 +17,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-# Column types of the .item file, in the order DESIGN.md lists them; unknown columns follow.
+# Column types of the .item file, in the order docs/atomic_files.md lists them; unknown columns follow.
 ITEM_COLUMN_TYPES = {
     "item_id": "token",
     "domain": "token",

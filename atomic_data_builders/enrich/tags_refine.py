@@ -3,7 +3,7 @@
 Raw tags (from an LLM or a keyphrase miner) are noisy: "Green Tea", "green-tea" and "green teas"
 are one concept, a tag used by a single item carries no signal a recommender can share, and a
 tag every item of the domain has carries none either. `refine_tags` turns raw per-item tag
-lists into what the `.item` file stores (DESIGN.md: `tags` token_seq, `tag_weights` float_seq):
+lists into what the `.item` file stores (docs/atomic_files.md: `tags` token_seq, `tag_weights` float_seq):
 
 1. normalize each tag (`normalize_tag`);
 2. merge near-duplicates of a domain: spelling variants ("cook_ware", "cookware"; "teas", "tea"),

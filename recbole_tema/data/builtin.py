@@ -37,7 +37,7 @@ def _write_atomic(path, header, rows):
 
 
 def _genre_tags(genres):
-    """ml-100k genres in the tag format of DESIGN.md: ``Sci-Fi`` -> ``sci_fi``, ``Children's`` -> ``childrens``."""
+    """ml-100k genres in the tag format of docs/atomic_files.md: ``Sci-Fi`` -> ``sci_fi``, ``Children's`` -> ``childrens``."""
     return [genre.lower().replace("'", "").replace("-", "_") for genre in genres.split() if genre != "unknown"]
 
 

@@ -1,4 +1,4 @@
-"""The cross-domain evaluation protocol of DESIGN.md, for any sequential model.
+"""The cross-domain evaluation protocol (docs/protocol.md), for any sequential model.
 
 A target is ranked only against items of its own domain: every item of that domain (``full``), or
 N negatives drawn uniformly from it (``uniN``), excluding the items of that domain in the user's

@@ -1,4 +1,4 @@
-"""Each raw format converts to the DESIGN.md atomic files; filters, order and bad lines."""
+"""Each raw format converts to the atomic files of docs/atomic_files.md; filters, order and bad lines."""
 import json
 
 import numpy as np
