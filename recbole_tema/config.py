@@ -7,7 +7,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_tema import compat
-from recbole_tema.data.builtin import ensure_builtin_dataset
+from recbole_tema.data.builtin import builtin_item_columns
 from recbole_tema.data.domains import DEFAULT_DOMAIN_FIELD
 from recbole_tema.evaluation.protocol import parse_eval_mode
 from recbole_tema.registry import get_model
@@ -16,9 +16,10 @@ PROPERTIES = Path(__file__).parent / "properties"
 
 
 def _item_header(dataset_dir, dataset, separator):
+    """Column names of the dataset's .item file (a built-in dataset's before it is built), [] if none."""
     path = Path(dataset_dir) / f"{dataset}.item"
     if not path.is_file():
-        return []
+        return builtin_item_columns(dataset) or []
     with open(path, encoding="utf-8") as handle:
         return [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(separator)]
 
@@ -62,7 +63,6 @@ class Config(RecBoleConfig):
             # RecBole 1.2.1 refuses CE models (SASRec, ...) unless the user unsets its default sampler.
             config["train_neg_sample_args"] = None
         super()._set_default_parameters()
-        ensure_builtin_dataset(self.dataset, config["data_path"])
         config["DOMAIN_FIELD"] = config.get("DOMAIN_FIELD") or DEFAULT_DOMAIN_FIELD
         header = _item_header(config["data_path"], self.dataset, config["field_separator"])
         # The protocol ranks leave-one-out targets of sequences: it applies to sequential models.

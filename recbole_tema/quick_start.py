@@ -7,6 +7,7 @@ from recbole.utils import get_trainer, init_logger, init_seed, set_color
 
 from recbole_tema import compat
 from recbole_tema.config import Config
+from recbole_tema.data.builtin import ensure_builtin_dataset
 from recbole_tema.data.training_rows import sequence_train_loader, train_rows_of
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
@@ -14,11 +15,12 @@ from recbole_tema.evaluation.trainer import cross_domain_trainer_class
 
 
 def prepare_data(config):
-    """(dataset, train, valid, test loaders); eval loaders tell the protocol their phase.
+    """(dataset, train, valid, test loaders).
 
     With ``train_rows: sequence`` the training loader yields one row per window of each user's
     training sequence instead of one per prefix (recbole_tema/data/training_rows.py).
     """
+    ensure_builtin_dataset(config["dataset"], config["data_path"])  # a built-in dataset is made on first use
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if train_rows_of(config) == "sequence":
@@ -28,7 +30,6 @@ def prepare_data(config):
                 f"train_rows: prefix (train_rows: sequence is for the plugin's cross-domain models)."
             )
         train_data = sequence_train_loader(config, train_data)
-    valid_data.cd_phase, test_data.cd_phase = "valid", "test"
     return dataset, train_data, valid_data, test_data
 
 

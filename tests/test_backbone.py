@@ -9,7 +9,7 @@ from fixtures import known_answer_dataset, tiny_config
 
 from recbole_tema.config import PROPERTIES, Config
 from recbole_tema.errors import ConfigurationError
-from recbole_tema.quick_start import build_trainer, load_data_and_model, run
+from recbole_tema.quick_start import build_trainer, load_data_and_model, prepare_data, run
 from recbole_tema.registry import get_model, plugin_model_names
 
 
@@ -56,7 +56,10 @@ def test_plugin_properties_load_and_user_values_override(tmp_path):
     config = Config(model="SASRec", dataset="ml-100k-cd", config_dict={"data_path": str(tmp_path)})
     assert config["valid_metric"] == "MRR"  # from the plugin's properties/dataset/ml-100k-cd.yaml
     assert config["cd_eval_negatives"] == {"valid": None, "test": None}
-    assert (tmp_path / "ml-100k-cd" / "ml-100k-cd.inter").is_file()  # built on first use
+    assert config["cross_domain"] and "domain" in config["load_col"]["item"]  # known before it is built
+    assert not (tmp_path / "ml-100k-cd").exists()  # a configuration writes nothing ...
+    prepare_data(config)
+    assert (tmp_path / "ml-100k-cd" / "ml-100k-cd.inter").is_file()  # ... the data step builds it on first use
     config = Config(model="SASRec", dataset="ml-100k-cd", config_dict={"data_path": str(tmp_path), "valid_metric": "NDCG@10"})
     assert config["valid_metric"] == "NDCG@10"
 

@@ -1,14 +1,15 @@
 """Datasets built in: made on first use from data that ships with an installed package."""
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import recbole
 
+from atomic_data_builders.atomic import atomic_open
+
 ML100K_CD = "ml-100k-cd"
 KEEP_LAST = 50
+ML100K_CD_ITEM_HEADER = ["item_id:token", "domain:token", "title:token_seq", "tags:token_seq", "tag_weights:float_seq"]
 
 
 def _recbole_ml100k():
@@ -23,17 +24,11 @@ def _read_atomic(path):
 
 
 def _write_atomic(path, header, rows):
-    """Write a tab-separated atomic file under a temporary name, then rename it into place."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
-            handle.write("\t".join(header) + "\n")
-            for row in rows:
-                handle.write("\t".join(str(value) for value in row) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """A tab-separated atomic file, written whole or not at all."""
+    with atomic_open(path) as handle:
+        handle.write("\t".join(header) + "\n")
+        for row in rows:
+            handle.write("\t".join(str(value) for value in row) + "\n")
 
 
 def _genre_tags(genres):
@@ -63,9 +58,7 @@ def build_ml100k_cd(dataset_dir):
     items = _read_atomic(source / "ml-100k.item")
     domain_of = {row["item_id"]: "drama" if "Drama" in row["class"].split() else "other" for row in items}
     _write_atomic(
-        dataset_dir / f"{ML100K_CD}.item",
-        ["item_id:token", "domain:token", "title:token_seq", "tags:token_seq", "tag_weights:float_seq"],
-        (_item_row(row, domain_of[row["item_id"]]) for row in items),
+        dataset_dir / f"{ML100K_CD}.item", ML100K_CD_ITEM_HEADER, (_item_row(row, domain_of[row["item_id"]]) for row in items)
     )
 
     ratings = _read_atomic(source / "ml-100k.inter")
@@ -90,10 +83,17 @@ def build_ml100k_cd(dataset_dir):
     )
 
 
-BUILDERS = {ML100K_CD: build_ml100k_cd}
+# name: (builder, the header of the .item file it writes)
+BUILTIN = {ML100K_CD: (build_ml100k_cd, ML100K_CD_ITEM_HEADER)}
+
+
+def builtin_item_columns(name):
+    """The .item columns a built-in dataset has once built (so a config can be read before the data
+    step builds it), or None for any other dataset."""
+    return [column.split(":")[0] for column in BUILTIN[name][1]] if name in BUILTIN else None
 
 
 def ensure_builtin_dataset(name, dataset_dir):
     """Build a built-in dataset into ``dataset_dir`` unless its files are already there."""
-    if name in BUILDERS and not (Path(dataset_dir) / f"{name}.inter").is_file():
-        BUILDERS[name](dataset_dir)
+    if name in BUILTIN and not (Path(dataset_dir) / f"{name}.inter").is_file():
+        BUILTIN[name][0](dataset_dir)

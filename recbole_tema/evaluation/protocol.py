@@ -76,23 +76,13 @@ class CrossDomainProtocol:
         self._candidates = {}
 
     # ----------------------------------------------------------------- candidates
-    def negatives_for(self, phase):
-        if phase is None:
-            if len(set(self.negatives.values())) > 1:
-                raise ConfigurationError(
-                    "valid and test use different eval_args.mode; evaluate through the loaders made "
-                    "by recbole_tema.quick_start, which tell the protocol their phase."
-                )
-            return self.negatives["test"]
-        return self.negatives[phase]
-
-    def candidates(self, eval_dataset, phase=None):
+    def candidates(self, eval_dataset, phase):
         """Sampled candidates of every row of an eval split: (LongTensor [R, N] padded with 0, row of user).
 
         Returns None in ``full`` mode. Each row's draw is seeded by (seed, user, target, history length),
         so it is the same for every model, every epoch and every batch order.
         """
-        n_neg = self.negatives_for(phase)
+        n_neg = self.negatives[phase]  # phase: 'valid' or 'test'; N or None (full)
         if n_neg is None:
             return None
         key = (id(eval_dataset), n_neg)

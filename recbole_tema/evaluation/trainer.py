@@ -1,7 +1,7 @@
 """A trainer mixin that evaluates any RecBole trainer's model with the cross-domain protocol."""
 
 import torch
-from recbole.utils import set_color
+from recbole.utils import calculate_valid_score, set_color
 from tqdm import tqdm
 
 from recbole_tema.compat import load_checkpoint
@@ -54,8 +54,14 @@ class CrossDomainEvaluation:
         scores = torch.cat([self.model.predict(chunk) for chunk in _chunks(repeated, self.config["eval_batch_size"])])
         return scores.view(len(interaction), n_items)  # [B, n_items]
 
+    def _valid_epoch(self, valid_data, show_progress=False):
+        # RecBole's, with the phase said: validation ranks against the validation candidates.
+        valid_result = self.evaluate(valid_data, load_best_model=False, show_progress=show_progress, phase="valid")
+        return calculate_valid_score(valid_result, self.valid_metric), valid_result
+
     @torch.no_grad()
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False, phase="test"):
+        """The protocol's metrics of ``eval_data``, ranked against the candidates of ``phase`` (valid or test)."""
         if not eval_data:
             return None
         if self.protocol is None:
@@ -63,7 +69,6 @@ class CrossDomainEvaluation:
         if load_best_model:
             self._load_best(model_file)
         self.model.eval()
-        phase = getattr(eval_data, "cd_phase", None)
         drawn = self.protocol.candidates(eval_data._dataset, phase)
         batches = eval_data
         if show_progress:
