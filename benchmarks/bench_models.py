@@ -256,7 +256,7 @@ def main():
     header = [
         "# Training cost of TEMA, LLMEMF and SASRec on the same data",
         "",
-        f"- machine: {describe_machine()}, load average at start {load_average():.1f}",
+        f"- machine: {describe_machine()}, load average at start {load_average():.1f}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- data: {DATASET} (ml-100k-cd + real genres as tags, synthetic frozen text/CLIP features), "
         f"hidden 64, 2 layers, 2 heads, batch 2048, max length 50, CE loss, Adam",

@@ -1,12 +1,12 @@
 """Model lookup: the plugin's models first, then RecBole's; a miss lists every available name."""
 
-from recbole_tema.errors import ConfigurationError
 import importlib
 import pkgutil
 
 from recbole.model.abstract_recommender import AbstractRecommender
 
 import recbole_tema.model
+from recbole_tema.errors import ConfigurationError
 
 _RECBOLE_KINDS = (
     "general_recommender",

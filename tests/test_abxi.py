@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
-from fixtures import assert_learns_known_answer, known_answer_dataset, tiny_config, write_dataset
 from recbole_tema.config import Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.abxi import ABXI
 from recbole_tema.quick_start import prepare_data, run
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset, write_dataset
+from support.models import assert_learns_known_answer
 
 SMALL = {"embedding_size": 16, "inner_size": 32, "dlora_rank": 2, "ilora_rank": 4, "train_batch_size": 512}
 

@@ -5,12 +5,13 @@ import sys
 
 import pytest
 import yaml
-from fixtures import known_answer_dataset, tiny_config
 
 from recbole_tema.config import PROPERTIES, Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.quick_start import build_trainer, load_data_and_model, prepare_data, run
 from recbole_tema.registry import get_model, plugin_model_names
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset
 
 
 def _cli(*args, cwd):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from builders.helpers import write_split_rich
 from recbole_tema.benchmark.__main__ import main as benchmark_main
+from support.raw_sources import write_split_rich
 
 PUBLISHED = {"name": "ABXI (published)", "food": {"hit@5": 0.25, "hit@10": 0.32, "ndcg@10": 0.19, "mrr": 0.16},
              "kitchen": {"hit@5": 0.17, "hit@10": 0.24, "ndcg@10": 0.14, "mrr": 0.12}}

@@ -10,11 +10,13 @@ import yaml
 from recbole.data import create_dataset, data_preparation
 
 import recbole_tema.model.c2dsr as c2dsr_module
-from fixtures import assert_learns_known_answer, known_answer_dataset, tiny_config, write_dataset
 from recbole_tema.config import Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.c2dsr import C2DSR, transition_graphs
 from recbole_tema.quick_start import run
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset, write_dataset
+from support.models import assert_learns_known_answer
 
 SMALL = {"hidden_size": 16, "n_layers": 1, "train_batch_size": 256}
 

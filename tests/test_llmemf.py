@@ -4,10 +4,16 @@ import math
 
 import pytest
 
-from fixtures import assert_learns_known_answer
-from models.cdsr_data import tiny_config, write_feature_dataset
-from models.harness import assert_removed_part_changes_scores, build, check_finite, n_parameters
 from recbole_tema.quick_start import run
+from support.configs import small_model_config
+from support.datasets import write_feature_dataset
+from support.models import (
+    assert_learns_known_answer,
+    assert_removed_part_changes_scores,
+    build,
+    check_finite,
+    n_parameters,
+)
 
 VARIANTS = {
     "all_features": dict(features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=0),
@@ -19,7 +25,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_trains_one_epoch_and_evaluates(tmp_path, variant):
     data_path = write_feature_dataset(tmp_path / "data", "feat", **VARIANTS[variant])
-    config = tiny_config(data_path, tmp_path)
+    config = small_model_config(data_path)
     result = run("LLMEMF", "feat", config_dict=config)
     for key in ("hit@10", "mrr", "hit@10/a", "hit@10/b"):
         assert math.isfinite(result["test_result"][key]), key
@@ -31,7 +37,7 @@ def test_trains_one_epoch_and_evaluates(tmp_path, variant):
 
 def test_uses_clip_and_text_features_but_no_tags(tmp_path):
     data_path = write_feature_dataset(tmp_path / "data", "feat")
-    model, _, _ = build("LLMEMF", "feat", tiny_config(data_path, tmp_path, use_tag_emb=True))
+    model, _, _ = build("LLMEMF", "feat", small_model_config(data_path, use_tag_emb=True))
     assert sorted(model.features.fields) == ["clip_img", "clip_txt", "text_emb"]
     assert not any("tag" in name for name, _ in model.named_parameters())
     assert "features.feat_clip_img" in dict(model.named_buffers())
@@ -44,15 +50,15 @@ SWITCHES = ("use_text", "use_clip_img", "use_clip_txt", "intra_domain_encoder", 
 @pytest.mark.parametrize("switch", SWITCHES)
 def test_each_switch_removes_its_part(tmp_path, switch):
     data_path = write_feature_dataset(tmp_path / "data", "feat")
-    full, _, valid_data = build("LLMEMF", "feat", tiny_config(data_path, tmp_path))
-    ablated, _, _ = build("LLMEMF", "feat", tiny_config(data_path, tmp_path, **{switch: False}))
+    full, _, valid_data = build("LLMEMF", "feat", small_model_config(data_path))
+    ablated, _, _ = build("LLMEMF", "feat", small_model_config(data_path, **{switch: False}))
     assert n_parameters(ablated) < n_parameters(full)
     assert_removed_part_changes_scores(full, ablated, valid_data)
 
 
 def test_both_encoders_off_is_refused(tmp_path):
     data_path = write_feature_dataset(tmp_path / "data", "feat")
-    config = tiny_config(data_path, tmp_path, intra_domain_encoder=False, cross_domain_encoder=False)
+    config = small_model_config(data_path, intra_domain_encoder=False, cross_domain_encoder=False)
     with pytest.raises(ValueError, match="intra_domain_encoder"):
         build("LLMEMF", "feat", config)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import REPO_ROOT
+from support import REPO_ROOT
 
 PACKAGES = ("recbole_tema", "atomic_data_builders")
 # Work folders of a checkout (top level only: `properties/dataset/` is source) and build leftovers anywhere.

@@ -1,7 +1,6 @@
 """The cross-domain protocol on a hand-made two-domain dataset whose answers are known."""
 
 import torch
-from fixtures import known_answer_dataset, tiny_config
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
@@ -9,6 +8,8 @@ from torch import nn
 from recbole_tema.config import Config
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
 from recbole_tema.quick_start import build_trainer, prepare_data
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset
 
 ITEMS_PER_DOMAIN = 15
 N_USERS = 20

@@ -5,11 +5,18 @@ import math
 import pytest
 import torch
 
-from fixtures import assert_learns_known_answer
-from models.cdsr_data import tiny_config, write_feature_dataset, write_tag_only_dataset
-from models.harness import assert_removed_part_changes_scores, build, check_finite, first_batch, n_parameters
 from recbole_tema.model.layers import domain_subsequence
 from recbole_tema.quick_start import run
+from support.configs import small_model_config
+from support.datasets import write_feature_dataset, write_tag_only_dataset
+from support.models import (
+    assert_learns_known_answer,
+    assert_removed_part_changes_scores,
+    build,
+    check_finite,
+    first_batch,
+    n_parameters,
+)
 
 VARIANTS = {
     "all_features": dict(features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=0),
@@ -22,7 +29,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_trains_one_epoch_and_evaluates(tmp_path, variant):
     data_path = write_feature_dataset(tmp_path / "data", "feat", **VARIANTS[variant])
-    config = tiny_config(data_path, tmp_path)
+    config = small_model_config(data_path)
     result = run("TEMA", "feat", config_dict=config)
     domains = VARIANTS[variant].get("domains", ("a", "b"))
     for key in ["hit@10", "mrr"] + [f"hit@10/{domain}" for domain in domains]:
@@ -35,7 +42,7 @@ def test_trains_one_epoch_and_evaluates(tmp_path, variant):
 
 def test_frozen_features_are_buffers_not_parameters(tmp_path):
     data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
-    model, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path))
+    model, _, _ = build("TEMA", "feat", small_model_config(data_path))
     parameters = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     assert sorted(model.features.fields) == ["clip_img", "clip_txt", "tag_emb", "text_emb"]
@@ -62,7 +69,7 @@ def test_domain_subsequence_compacts_one_domain_in_order():
 
 def test_intra_domain_state_ignores_other_domains(tmp_path):
     data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
-    config = tiny_config(data_path, tmp_path, cross_domain_encoder=False)
+    config = small_model_config(data_path, cross_domain_encoder=False)
     model, _, valid_data = build("TEMA", "feat", config)
     model.eval()
     interaction = first_batch(valid_data)
@@ -84,7 +91,7 @@ def test_intra_domain_state_ignores_other_domains(tmp_path):
         after = model(replaced, seq_len)[rows, target_domain]  # [B, H]
     assert torch.allclose(before, after, atol=1e-6)
     with torch.no_grad():
-        model_with_cross, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path))
+        model_with_cross, _, _ = build("TEMA", "feat", small_model_config(data_path))
         model_with_cross.eval()
         assert not torch.allclose(model_with_cross(item_seq, seq_len), model_with_cross(replaced, seq_len))
 
@@ -104,8 +111,8 @@ SWITCHES = {
 @pytest.mark.parametrize("switch", sorted(SWITCHES))
 def test_each_switch_removes_its_part(tmp_path, switch):
     data_path = write_feature_dataset(tmp_path / "data", "feat")
-    full, _, valid_data = build("TEMA", "feat", tiny_config(data_path, tmp_path))
-    ablated, _, _ = build("TEMA", "feat", tiny_config(data_path, tmp_path, **{switch: False}))
+    full, _, valid_data = build("TEMA", "feat", small_model_config(data_path))
+    ablated, _, _ = build("TEMA", "feat", small_model_config(data_path, **{switch: False}))
     assert n_parameters(ablated) < n_parameters(full)
     if SWITCHES[switch]:
         assert getattr(ablated, SWITCHES[switch]) is None and getattr(full, SWITCHES[switch]) is not None
@@ -117,8 +124,8 @@ def test_tags_carry_the_answer_to_unseen_items(tmp_path):
     data_path = write_tag_only_dataset(tmp_path / "data", "tagds")
     results = {}
     for use_tags in (True, False):
-        config = tiny_config(
-            data_path, tmp_path, use_tags=use_tags, epochs=10, eval_step=100, train_batch_size=128,
+        config = small_model_config(
+            data_path, use_tags=use_tags, epochs=10, eval_step=100, train_batch_size=128,
             hidden_size=32, inner_size=64, learning_rate=0.003,
         )
         results[use_tags] = run("TEMA", "tagds", config_dict=config, saved=False)["test_result"]

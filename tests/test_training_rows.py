@@ -5,13 +5,14 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from fixtures import known_answer_dataset, tiny_config
-from models.harness import build
+from recbole_tema.config import Config
 from recbole_tema.data.training_rows import window_rows
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.quick_start import prepare_data
-from recbole_tema.config import Config
 from recbole_tema.registry import plugin_model_names
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset
+from support.models import build
 
 SMALL = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "embedding_size": 16, "dlora_rank": 2, "ilora_rank": 4}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}

@@ -3,21 +3,25 @@
 - `ArrayCache`: vectors keyed by string, stored as immutable `.npz` shards written atomically; a
   stage that encodes in chunks puts each chunk as it finishes, so an interrupted stage loses at
   most the chunk in flight and a re-run encodes only what is missing.
-- `JsonlCache`: JSON values keyed by string, one line per put, flushed at once; a truncated last
-  line (the process was killed mid-write) is ignored on load.
+- `JsonlCache`: JSON records keyed by their `key`, appended one line per put and flushed at once
+  (thread-safe); a torn last line left by a killed run is cut on load, so that item is asked again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def digest(*parts: str) -> str:
@@ -79,39 +83,45 @@ class ArrayCache:
 
 
 class JsonlCache:
-    """{key: JSON value}, appended one line per `put`; the last value of a key wins."""
+    """Append-only JSONL file of finished records ``{"key": ..., ...}``; the last record of a key wins."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._data: Dict[str, object] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line)
-                        self._data[record["key"]] = record["value"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut by an interruption
-        self._handle = None
+        self.records: Dict[str, dict] = {}
+        self._load()
+        self._lock = threading.Lock()
+        self._fh = open(self.path, "a", encoding="utf-8")
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a run killed mid-write left a partial line: cut it, re-ask that item
+            log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", self.path,
+                        len(data) - end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(end)
+        for lineno, line in enumerate(data[:end].decode("utf-8", "replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                self.records[record["key"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s:%d: unreadable cache record skipped (that item is asked again)", self.path, lineno)
 
-    def __len__(self) -> int:
-        return len(self._data)
+    def get(self, key: str) -> Optional[dict]:
+        return self.records.get(key)
 
-    def get(self, key: str, default=None):
-        return self._data.get(key, default)
-
-    def put(self, key: str, value) -> None:
-        if self._handle is None:
-            self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(json.dumps({"key": key, "value": value}) + "\n")
-        self._handle.flush()
-        self._data[key] = value
+    def put(self, record: dict) -> None:
+        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()  # visible to a later run even if this process is killed next
+            self.records[record["key"]] = record
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        with self._lock:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from tqdm.auto import tqdm
 
+from atomic_data_builders.enrich.cache import JsonlCache
 from atomic_data_builders.enrich.tags_refine import Encoder, RefineConfig, normalize_tag, refine_tags
 
 log = logging.getLogger(__name__)
@@ -246,51 +247,6 @@ def parse_reply(text: Optional[str], max_tags: int = 10, max_words: int = 4, tit
 # ---------------------------------------------------------------------------------------------
 # cache
 
-class TagCache:
-    """Append-only JSONL file of finished items; the last record of a key wins."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: dict[str, dict] = {}
-        self._load()
-        self._lock = threading.Lock()
-        self._fh = open(self.path, "a", encoding="utf-8")
-
-    def _load(self):
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a run killed mid-write left a partial line: cut it, re-ask that item
-            log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", self.path,
-                        len(data) - end)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(end)
-        for lineno, line in enumerate(data[:end].decode("utf-8", "replace").splitlines(), 1):
-            try:
-                record = json.loads(line)
-                self.records[record["key"]] = record
-            except (json.JSONDecodeError, KeyError, TypeError):
-                log.warning("%s:%d: unreadable cache record skipped (that item is asked again)", self.path, lineno)
-
-    def get(self, key: str) -> Optional[dict]:
-        return self.records.get(key)
-
-    def put(self, record: dict):
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-        with self._lock:
-            self._fh.write(line)
-            self._fh.flush()  # visible to a later run even if this process is killed next
-            self.records[record["key"]] = record
-
-    def close(self):
-        with self._lock:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-
-
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "atomic_data_builders"
@@ -314,7 +270,7 @@ def _safe_url(url: str) -> str:
 class _Run:
     """State of one tagging run shared by the worker threads."""
 
-    def __init__(self, config: OpenAITagConfig, client, cache: TagCache, summary: TagRunSummary):
+    def __init__(self, config: OpenAITagConfig, client, cache: JsonlCache, summary: TagRunSummary):
         import openai
 
         self.openai = openai
@@ -440,7 +396,7 @@ def fetch_tags(items: Iterable, config: OpenAITagConfig,
         seen.add(item.item_id)
     prompts = load_prompts(config.prompts_file)
     summary = TagRunSummary(model=config.model, base_url=_safe_url(config.base_url), items=len(items))
-    cache = TagCache(Path(config.cache_dir or default_cache_dir()) / CACHE_FILE)
+    cache = JsonlCache(Path(config.cache_dir or default_cache_dir()) / CACHE_FILE)
     results: dict[Hashable, list[str]] = {}
     todo = []
     for item in items:

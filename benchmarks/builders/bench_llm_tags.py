@@ -60,7 +60,7 @@ def write_results(path: Path, args, gguf: Path, domains: dict, totals: dict, rou
         "# LLM tagger throughput through a local llama.cpp server\n\n"
         f"Command: `python benchmarks/builders/bench_llm_tags.py --sample {args.sample} --round-size {args.round_size} "
         f"--concurrency {' '.join(map(str, args.concurrency))} --seed {args.seed} --max-tokens {args.max_tokens} "
-        f"--threads {args.threads}`\n\n"
+        f"--threads {args.threads}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
         f"Machine: {describe_machine()}; load average (1 min) from {min(load):.1f} to {max(load):.1f} during the run: the "
         "machine was shared with other training jobs, so absolute figures are pessimistic; the levels were "
         "interleaved round by round so that each saw the same load.\n\n"

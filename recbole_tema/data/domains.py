@@ -1,10 +1,11 @@
 """Which domain each item belongs to, read once from the dataset's ``domain`` item field."""
 
-from recbole_tema.errors import ConfigurationError
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from recbole_tema.errors import ConfigurationError
 
 DEFAULT_DOMAIN_FIELD = "domain"
 

@@ -14,7 +14,6 @@ validation or test item can reach them.
 """
 
 import numpy as np
-
 from recbole.data.utils import get_dataloader
 
 from recbole_tema.errors import ConfigurationError

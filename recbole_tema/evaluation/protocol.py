@@ -6,7 +6,6 @@ history. rank = 1 + number of candidates scoring >= the target, so ties (and NaN
 against the target. Hit / NDCG / MRR are reported overall and per target domain (``hit@10/food``).
 """
 
-from recbole_tema.errors import ConfigurationError
 from collections import OrderedDict
 
 import numpy as np
@@ -14,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from recbole_tema.data.domains import ItemDomains
+from recbole_tema.errors import ConfigurationError
 
 SUPPORTED_METRICS = ("hit", "recall", "precision", "ndcg", "mrr")
 TARGETS_KEY = "targets"  # number of evaluated targets, overall and per domain

@@ -44,9 +44,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
 
 from recbole_tema.data.domains import ItemDomains
 from recbole_tema.errors import ConfigurationError

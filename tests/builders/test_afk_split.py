@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import run_cli
+from support.raw_sources import run_cli
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon-food-kitchen"
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from atomic_data_builders.atomic import atomic_open, order_interactions
-from helpers import read_inter, run_cli, write_split_rich
+from support.raw_sources import read_inter, run_cli, write_split_rich
 
 ITEM_COLS = ["item_id", "domain", "tags", "tag_weights", "tag_emb", "text_emb"]
 
@@ -30,7 +30,7 @@ def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     raw = write_split_rich(tmp_path / "raw")
     titles = (raw / "titles.tsv").read_text().splitlines()
     untitled = {line.split("\t")[0] for line in titles[1:] if line.split("\t")[0].endswith("1")}
-    (raw / "titles.tsv").write_text("\n".join(l for l in titles if l.split("\t")[0] not in untitled) + "\n")
+    (raw / "titles.tsv").write_text("\n".join(row for row in titles if row.split("\t")[0] not in untitled) + "\n")
     out = tmp_path / "out"
     assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "rich", "--no-progress",
                    "--tag-max-df", 0.5) == 0
@@ -114,7 +114,7 @@ def test_ties_get_strictly_increasing_times_in_source_order():
 
 
 def test_interrupted_build_keeps_the_previous_dataset(tmp_path, monkeypatch):
-    from helpers import write_split
+    from support.raw_sources import write_split
 
     raw = write_split(tmp_path / "raw")
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ import pytest
 from atomic_data_builders._compat import prepare_model_imports
 from atomic_data_builders.enrich import clip as clip_stage
 from atomic_data_builders.enrich.items import ItemText
-from helpers import read_item, run_cli, write_amazon2018
+from support.raw_sources import read_item, run_cli, write_amazon2018
 
 
 @pytest.fixture(scope="module")

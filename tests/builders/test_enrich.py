@@ -6,7 +6,7 @@ from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.reduce import pca_column
 from atomic_data_builders.enrich.tags_local import phrases, tag_items
 from atomic_data_builders.enrich.text import CachedEncoder, tag_embeddings, text_embeddings
-from helpers import FOOD_WORDS, KITCHEN_WORDS
+from support.raw_sources import FOOD_WORDS, KITCHEN_WORDS
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_text_embeddings_real_minilm(minilm, tmp_path):
     direct = minilm.encode(["Acme Organic Green Tea 12 oz"])[0]
     assert np.allclose(emb["f0"], direct, atol=1e-5)
     # semantic sanity: two tea items are closer than a tea item and a skillet
-    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     assert cos(emb["f0"], emb["f7"]) > cos(emb["f0"], emb["k2"])
 
 

@@ -4,9 +4,18 @@ import json
 import numpy as np
 import pytest
 
-from helpers import (FOOD, KITCHEN, read_inter, read_item, run_cli, write_amazon2014,
-                                    write_amazon2018, write_amazon2023, write_split)
 from atomic_data_builders.sources.base import BadLineError
+from support.raw_sources import (
+    FOOD,
+    KITCHEN,
+    read_inter,
+    read_item,
+    run_cli,
+    write_amazon2014,
+    write_amazon2018,
+    write_amazon2023,
+    write_split,
+)
 
 PLAIN = ["--plain", "--no-progress"]
 

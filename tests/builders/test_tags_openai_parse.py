@@ -13,10 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from atomic_data_builders.enrich.items import ItemText
-from atomic_data_builders.enrich.tags_openai import (CACHE_FILE, BadReply, OpenAITagConfig, TaggingInterrupted,
-                                                     _safe_url, fetch_tags, load_prompts, parse_reply,
-                                                     render_messages)
 from atomic_data_builders.enrich.llama_server import free_port
+from atomic_data_builders.enrich.tags_openai import (
+    CACHE_FILE,
+    BadReply,
+    OpenAITagConfig,
+    TaggingInterrupted,
+    _safe_url,
+    fetch_tags,
+    load_prompts,
+    parse_reply,
+    render_messages,
+)
 from atomic_data_builders.enrich.tags_refine import RefineConfig
 
 SECRET = "sk-test-0123456789-very-secret"

@@ -6,8 +6,13 @@ import re
 import numpy as np
 import pytest
 
-from atomic_data_builders.enrich.tags_refine import (RefineConfig, merge_lexical_variants, merge_near_duplicates,
-                                                     normalize_tag, refine_tags)
+from atomic_data_builders.enrich.tags_refine import (
+    RefineConfig,
+    merge_lexical_variants,
+    merge_near_duplicates,
+    normalize_tag,
+    refine_tags,
+)
 
 TOKEN = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 

@@ -1,4 +1,4 @@
-"""Builds a plugin model on a tiny dataset without training, to inspect its losses, scores and parts."""
+"""The model harness: build a model without training to inspect its parts, and the known-answer test body."""
 
 import math
 
@@ -7,8 +7,10 @@ from recbole.utils import init_seed
 
 from recbole_tema.config import Config
 from recbole_tema.data.domains import ItemDomains
-from recbole_tema.quick_start import prepare_data
+from recbole_tema.quick_start import prepare_data, run
 from recbole_tema.registry import get_model
+from support.configs import tiny_config
+from support.datasets import known_answer_dataset
 
 
 def build(model_name, dataset_name, config_dict):
@@ -60,3 +62,17 @@ def assert_removed_part_changes_scores(full, ablated, valid_data):
         a, b = full.full_sort_predict(interaction), ablated.full_sort_predict(interaction)  # [B, n_items] each
     finite = torch.isfinite(a)
     assert (a[finite] - b[finite]).abs().max() > 1e-6
+
+
+def assert_learns_known_answer(model, root, config_dict=None, min_hit10=0.6):
+    """Train ``model`` on the known-answer data; every domain's test Hit@10 must reach ``min_hit10``.
+
+    Chance is about 0.25, so a model that learns nothing fails. Returns the run's result dict.
+    """
+    name = known_answer_dataset(root)
+    config = tiny_config(root, **{"epochs": 10, "learning_rate": 0.005, "stopping_step": 2, **(config_dict or {})})
+    result = run(model=model, dataset=name, config_dict=config)
+    test = result["test_result"]
+    for domain in ("a", "b"):
+        assert test[f"hit@10/{domain}"] >= min_hit10, f"{model} did not learn the known answer: {dict(test)}"
+    return result
