@@ -18,6 +18,7 @@ import io
 import json
 import os
 import pstats
+import re
 import resource
 import subprocess
 import sys
@@ -30,11 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 CURVES_CONFIG = REPO / "examples" / "whole_sequence_training.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "whole_sequence_training.md"
 COST_RUNS = {
-    "TEMA (sequence rows, defaults)": {"model": "TEMA", "train_rows": "sequence"},
-    "TEMA (prefix rows, batch 2048)": {"model": "TEMA", "train_rows": "prefix", "train_batch_size": 2048},
-    "SASRec (RecBole)": {"model": "SASRec"},
+    "TEMA (sequence rows, 64 users a step: its defaults)": {"model": "TEMA"},
+    "TEMA (prefix rows, 2048 rows a step)": {"model": "TEMA", "train_rows": "prefix", "train_batch_size": 2048},
+    "SASRec (RecBole's defaults, 2048 rows a step)": {"model": "SASRec"},
 }
-PROFILED = "TEMA (sequence rows, defaults)"
+PROFILED = "TEMA (sequence rows, 64 users a step: its defaults)"
 PREFIX_RUN, PREFIX_EPOCHS = "TEMA-prefix", 4
 
 
@@ -81,7 +82,8 @@ def one_epoch(name, profile):
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(15)
-        out["profile"] = text.getvalue()
+        # file names relative to the repository and site-packages: no machine's paths in the results
+        out["profile"] = re.sub(r"\S*/site-packages/", "site-packages/", text.getvalue().replace(f"{REPO}/", ""))
     print("COST " + json.dumps(out), flush=True)
 
 
@@ -135,7 +137,7 @@ def _report(cost, machine):
         "| run | rows | steps | s / epoch | vs SASRec | peak RSS (GiB) | load avg at end |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    sasrec = cost["epochs"].get("SASRec (RecBole)", {}).get("seconds")
+    sasrec = next((row["seconds"] for name, row in cost["epochs"].items() if name.startswith("SASRec")), None)
     for name, row in cost["epochs"].items():
         ratio = f"{row['seconds'] / sasrec:.2f}x" if sasrec else ""
         lines.append(
@@ -172,7 +174,13 @@ def _report(cost, machine):
                 f"| {name} | {len(state['curve'])} | {best:.4f} | {best_at} | {reach} | {epoch or ''} | {ratio} | "
                 f"{seconds:.0f} | {status} |"
             )
-        lines += ["", "Per-epoch curves: " + "; ".join(
+        reached = {name: _minutes_to_reach(state, target)[0] for name, state in states.items() if name != PREFIX_RUN}
+        reached = {name: minutes for name, minutes in reached.items() if minutes is not None}
+        if reached:
+            fastest = min(reached, key=reached.get)
+            lines += ["", f"Fastest to the target: {fastest}, {reached[fastest]:.1f} min, "
+                      f"{reached[fastest] / prefix_min:.2f}x the prefix run's time."]
+        lines += ["", "Per-epoch curves (validation MRR @ seconds of the epoch): " + "; ".join(
             f"{name}: " + ", ".join(f"{e['valid']['mrr']:.4f}@{e['seconds']:.0f}s" for e in state["curve"])
             for name, state in states.items()
         )]
