@@ -78,8 +78,8 @@ def test_intra_domain_state_ignores_other_domains(tmp_path):
     seq_domain = model.item_domain[item_seq]  # [B, L]
     # replace every item of another domain by a different item of that same other domain
     other = (seq_domain >= 0) & (seq_domain != target_domain.unsqueeze(1))  # [B, L]
-    first_of = {d: int(model.domain_masks[d].nonzero()[0]) for d in range(model.n_domains)}
-    second_of = {d: int(model.domain_masks[d].nonzero()[1]) for d in range(model.n_domains)}
+    first_of = {d: int(model.domain_pool(d)[0]) for d in range(model.n_domains)}
+    second_of = {d: int(model.domain_pool(d)[1]) for d in range(model.n_domains)}
     replaced = item_seq.clone()
     for d in range(model.n_domains):
         pick = other & (seq_domain == d)

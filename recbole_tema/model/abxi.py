@@ -120,7 +120,6 @@ class ABXI(CrossDomainSequentialRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.dlora_rank = config["dlora_rank"]
         self.ilora_rank = config["ilora_rank"]
-        self.n_neg = config["train_neg_per_domain"]
         for key in ("dlora_rank", "ilora_rank"):
             if config[key] < 0:
                 raise ConfigurationError(f"ABXI: {key} [{config[key]}] must be >= 0 (0 switches the adapter off).")
@@ -128,7 +127,7 @@ class ABXI(CrossDomainSequentialRecommender):
         if self.n_domains < 2:
             raise ConfigurationError(
                 f"ABXI is a cross-domain model: dataset [{dataset.dataset_name}] has {self.n_domains} "
-                f"domain(s) in its domain item field; it needs 2 or more."
+                f"domain(s) {self.domain_names} in its [{config['DOMAIN_FIELD']}] item field; it needs 2 or more."
             )
 
         H, D = self.hidden_size, self.n_domains
@@ -262,7 +261,7 @@ class ABXI(CrossDomainSequentialRecommender):
         one_step = (item_seq_len - 1).clamp(min=0) if self.train_rows == "prefix" else None  # [B] or every step
         h = self._encode(item_seq, task, rows, pos, doms, last=one_step)  # [Q, H]
 
-        negatives = self._sample_negatives(dev)  # [M]
+        negatives = torch.cat([self.uniform_negatives(d) for d in range(D)])  # [M] = [D * train_neg_per_domain]
         seen = torch.cat([item_seq, pos_items.view(B, 1)], 1)  # [B, L+1] the user's training items
         seen_neg = (seen.unsqueeze(-1) == negatives.view(1, 1, -1)).any(1)  # [B, M]
         target_emb = self.item_embedding(targets[rows, pos])  # [Q, H]
@@ -280,14 +279,6 @@ class ABXI(CrossDomainSequentialRecommender):
             count = torch.zeros(B, device=dev).index_add_(0, rows, sel)  # [B]
             loss = loss + (per_user / count.clamp(min=1)).mean()
         return loss
-
-    def _sample_negatives(self, device):
-        """train_neg_per_domain items drawn uniformly (with replacement) from each domain: [D * n_neg]."""
-        draws = []
-        for d in range(self.n_domains):
-            pool = self.domain_pool(d)  # [n_items_d]
-            draws.append(pool[torch.randint(len(pool), (self.n_neg,), device=device)])  # [n_neg]
-        return torch.cat(draws)  # [D * n_neg]
 
     # ------------------------------------------------------------------ inference
     def predict(self, interaction):

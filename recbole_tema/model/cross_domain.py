@@ -44,8 +44,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         # domains: buffers, so they follow the model to its device
         domains = ItemDomains.from_dataset(dataset)
         self.n_domains = domains.num_domains
+        self.domain_names = domains.names
         self.register_buffer("item_domain", domains.item_domain.clone(), persistent=False)  # [n_items]
-        self.register_buffer("domain_masks", domains.masks.clone(), persistent=False)  # [D, n_items]
         local = torch.full_like(domains.item_domain, -1)  # [n_items] index of an item within its domain
         for d in range(self.n_domains):
             pool = torch.nonzero(domains.masks[d]).squeeze(1)  # [N_d]
@@ -56,6 +56,11 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
     def domain_pool(self, d):
         """Internal ids of the items of domain ``d``: [N_d]."""
         return getattr(self, f"pool_{d}")
+
+    def uniform_negatives(self, d):
+        """``train_neg_per_domain`` items of domain ``d`` drawn uniformly, with replacement: [N]."""
+        pool = self.domain_pool(d)  # [N_d]
+        return pool[torch.randint(len(pool), (self.train_neg_per_domain,), device=pool.device)]  # [N]
 
     # ------------------------------------------------------------------ training rows
     def next_items(self, interaction):
@@ -92,12 +97,12 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         states: [Q, H] user states; targets: [Q] item ids (each of some domain); item_table: [n_items, H].
         """
         domains = self.item_domain[targets]  # [Q]
+        domain_nll = self._full_domain_nll if self.train_softmax == "full" else self._sampled_domain_nll
         nll = states.new_zeros(len(targets))  # [Q]
         for d in range(self.n_domains):
             rows = (domains == d).nonzero().squeeze(1)  # [Q_d]
             if rows.numel() == 0:
                 continue
-            domain_nll = self._full_domain_nll if self.train_softmax == "full" else self._sampled_domain_nll
             nll = nll.index_put((rows,), domain_nll(states[rows], targets[rows], item_table, d))  # [Q]
         return nll
 
@@ -111,7 +116,7 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         # N_d - 1 other items drawn uniformly, log((N_d - 1) / N) on each negative logit makes the sum
         # of their exponentials an unbiased estimate of the full softmax's denominator.
         pool = self.domain_pool(d)  # [N_d]
-        negatives = pool[torch.randint(len(pool), (self.train_neg_per_domain,), device=pool.device)]  # [N]
+        negatives = self.uniform_negatives(d)  # [N]
         pos_logit = (states * item_table[targets]).sum(-1, keepdim=True) / self.temperature  # [Q_d, 1]
         neg_logit = states @ item_table[negatives].t() / self.temperature  # [Q_d, N]
         neg_logit = neg_logit + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
