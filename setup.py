@@ -39,6 +39,7 @@ CORE = [
     "setuptools<81",  # ray (imported by recbole) and clip-anytorch need pkg_resources
     "pyyaml>=6",
     "tqdm>=4.60",
+    "hyperopt==0.2.5",  # run_hyper: RecBole's HyperTuning (its `hyperopt` extra); its grid search fails on 0.2.7+
 ]
 BUILDERS = [
     "sentence-transformers>=3,<7",
@@ -64,5 +65,5 @@ setup(
     package_data={top: data_folders_of(top) for top in TOP_PACKAGES},
     install_requires=CORE,
     extras_require={"builders": BUILDERS, "bench": BUILDERS + BENCH, "test": BUILDERS + BENCH + TEST},
-    entry_points={"console_scripts": ["run_recbole=recbole_tema.cli:main"]},
+    entry_points={"console_scripts": ["run_recbole=recbole_tema.cli:main", "run_hyper=recbole_tema.hyper:main"]},
 )

@@ -1,5 +1,6 @@
 """One pipeline (config -> data -> model -> trainer) for plugin and RecBole models alike."""
 
+import time
 from logging import getLogger
 
 from recbole.data import create_dataset, data_preparation
@@ -12,6 +13,7 @@ from recbole_tema.data.training_rows import sequence_train_loader, train_rows_of
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
 from recbole_tema.evaluation.trainer import cross_domain_trainer_class
+from recbole_tema.warmup import LinearWarmup
 
 
 def prepare_data(config):
@@ -36,15 +38,18 @@ def prepare_data(config):
 def build_trainer(config, model, train_data):
     """The model's RecBole trainer; on a cross-domain dataset, with the cross-domain protocol."""
     trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    if not config["cross_domain"]:
-        return trainer_class(config, model)
-    trainer = cross_domain_trainer_class(trainer_class)(config, model)
-    return trainer.attach_protocol(CrossDomainProtocol(config, train_data._dataset))
+    if config["cross_domain"]:
+        trainer = cross_domain_trainer_class(trainer_class)(config, model)
+        trainer.attach_protocol(CrossDomainProtocol(config, train_data._dataset))
+    else:
+        trainer = trainer_class(config, model)
+    if config["lr_warmup_epochs"]:
+        LinearWarmup(trainer, config["lr_warmup_epochs"], len(train_data))
+    return trainer
 
 
-def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
-    """Train and test one model, as RecBole's ``run_recbole`` does; returns its result dict."""
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+def _train(config, saved):
+    """Data, model and trainer of ``config``, trained with early stopping: (trainer, test data, best valid score, result)."""
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -60,8 +65,16 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    return trainer, test_data, best_valid_score, best_valid_result
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train and test one model, as RecBole's ``run_recbole`` does; returns its result dict."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    trainer, test_data, best_valid_score, best_valid_result = _train(config, saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
+    logger = getLogger()
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     return {
@@ -70,6 +83,28 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=False):
+    """RecBole's ``HyperTuning`` objective, through the plugin's pipeline (any model, plugin or RecBole).
+
+    Unlike RecBole's own, it never evaluates the test split: a search selects on validation only, so
+    ``test_result`` is None. Model and dataset come from the config files or the command line, as in
+    RecBole's ``run_hyper``. Adds the epochs trained and the wall seconds to the result.
+    """
+    began = time.time()
+    config = Config(config_file_list=config_file_list, config_dict=config_dict)
+    trainer, _, best_valid_score, best_valid_result = _train(config, saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "valid_metric": config["valid_metric"],
+        "best_valid_result": best_valid_result,
+        "test_result": None,
+        "epochs": len(trainer.train_loss_dict),
+        "seconds": time.time() - began,
     }
 
 

@@ -17,13 +17,15 @@ def _config(tmp_path):
     spec = {
         "source": str(source), "dataset": "fk", "work_dir": str(tmp_path / "work"),
         "results": str(tmp_path / "results" / "fk.md"), "ablation_results": str(tmp_path / "results" / "fk_ablation.md"),
-        "plot": str(tmp_path / "results" / "fk.png"),
+        "plot": str(tmp_path / "results" / "fk.png"), "time_plot": str(tmp_path / "results" / "fk_time.png"),
+        "state_dir": str(tmp_path / "results" / "runs"),
         "build_args": ["--no-clip-txt", "--no-clip-img", "--no-progress"],
         "protocols": ["uni10", "full"],
         "settings": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni10"},
                      "metrics": ["Hit", "NDCG", "MRR"], "topk": [5, 10], "valid_metric": "MRR", "epochs": 2,
                      "stopping_step": 5, "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 512, "show_progress": False},
-        "runs": {"TEMA": {"model": "TEMA"}, "SASRec": {"model": "SASRec"}},
+        "runs": {"TEMA": {"model": "TEMA", "seeds": [1, 2]}, "SASRec": {"model": "SASRec"}},
+        "compare": {"subject": "TEMA", "rivals": ["SASRec"]},
         "ablations": {"TEMA-no-cross": {"model": "TEMA", "cross_domain_encoder": False}},
         "published": PUBLISHED,
     }
@@ -33,7 +35,7 @@ def _config(tmp_path):
 
 
 def _state(spec, name):
-    return json.loads((Path(spec["work_dir"]) / "runs" / name / "state.json").read_text())
+    return json.loads((Path(spec["state_dir"]) / f"{name}.json").read_text())
 
 
 def _rows(markdown, protocol):
@@ -46,7 +48,7 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
 
     # A budget smaller than one epoch: every run stops after its first epoch, with a checkpoint.
     assert benchmark_main(["--config", str(config), "--run-budget-min", "0.0001"]) == 0
-    for name in ("TEMA", "SASRec", "TEMA-no-cross"):
+    for name in ("TEMA", "TEMA-s2", "SASRec", "TEMA-no-cross"):
         state = _state(spec, name)
         assert not state["finished"] and [entry["epoch"] for entry in state["curve"]] == [1]
         assert (Path(spec["work_dir"]) / "runs" / name / "last.pth").exists()
@@ -59,7 +61,9 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     state = _state(spec, "TEMA")
     assert state["finished"] and state["stop"] == "last epoch"
     assert [entry["epoch"] for entry in state["curve"]] == [1, 2] and state["best_epoch"] in (1, 2)
-    before = {name: _state(spec, name) for name in ("TEMA", "SASRec", "TEMA-no-cross")}
+    assert _state(spec, "TEMA-s2")["overrides"]["seed"] == 2 and _state(spec, "TEMA")["overrides"]["seed"] == 1
+    assert state["cpu_seconds"] > 0 and all("cpu_seconds" in entry for entry in state["curve"])
+    before = {name: _state(spec, name) for name in ("TEMA", "TEMA-s2", "SASRec", "TEMA-no-cross")}
     assert benchmark_main(["--config", str(config)]) == 0
     assert before == {name: _state(spec, name) for name in before}
 
@@ -72,10 +76,32 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
             expected += [("ABXI (published)", "food"), ("ABXI (published)", "kitchen")]
         assert sorted(runs_and_domains) == sorted(expected)
         for row in rows[:4]:
-            values = [float(cell) for cell in row.split("|")[3:7]]
-            assert all(0.0 <= value <= 1.0 for value in values) and values[0] <= values[1]  # Hit@5 <= Hit@10
+            means = [float(cell.split("±")[0]) for cell in row.split("|")[3:7]]
+            assert all(0.0 <= value <= 1.0 for value in means) and means[0] <= means[1]  # Hit@5 <= Hit@10
             assert "done (last epoch)" in row
-    assert "TEMA is at or above SASRec on " in table and "ABXI (published) on " in table
+        tema_food = next(row for row in rows if row.startswith("| TEMA | food"))
+        assert "±" in tema_food and tema_food.split("|")[7].strip() == "2"  # two seeds: mean ± std
+        # The mean of the two seeds' stored results, as the table prints it.
+        seeds = [_state(spec, name)["test"][protocol]["mrr/food"] for name in ("TEMA", "TEMA-s2")]
+        assert float(tema_food.split("|")[6].split("±")[0]) == round(sum(seeds) / 2, 4)
+    assert "TEMA (mean over its seeds) is at or above SASRec on " in table and "ABXI (published) on " in table
+    paired = table.split("### Paired tests over test users, `uni10`")[1].split("\n## ")[0]
+    paired_rows = [line for line in paired.splitlines() if line.startswith("| SASRec |")]
+    assert len(paired_rows) == 2 * 3  # 2 domains x (mrr, ndcg@10, hit@10)
+    users = sum(int(row.split("|")[4].replace(",", "")) for row in paired_rows if "| mrr |" in row)
+    assert users == 300  # every test user, split by the target's domain
     ablation = Path(spec["ablation_results"]).read_text()
     assert "| TEMA-no-cross | food |" in ablation and "| TEMA | kitchen |" in ablation
-    assert Path(spec["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in (spec["plot"], spec["time_plot"]):
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (Path(spec["state_dir"]) / "SASRec.ranks.npz").exists()
+
+
+def test_run_cap_stops_a_run_for_good_with_its_reason(tmp_path):
+    config, spec = _config(tmp_path)
+    spec.update(max_run_minutes=0.0001, runs={"SASRec": {"model": "SASRec"}}, ablations={})
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config)]) == 0
+    state = _state(spec, "SASRec")
+    assert state["finished"] and state["epochs"] == 1 and state["test"]
+    assert "not converged in its 0.0001-minute cap" in Path(spec["results"]).read_text()

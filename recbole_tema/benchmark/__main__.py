@@ -20,7 +20,8 @@ from recbole_tema.benchmark.runner import Run, build_dataset, load_benchmark_con
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="benchmark YAML (e.g. examples/food_kitchen.yaml)")
-    parser.add_argument("--runs", nargs="*", help="run names to train (default: all); tables list every stored run")
+    parser.add_argument("--runs", nargs="*", help="run names to train, in this order (default: all in the config's order); "
+                        "tables list every stored run")
     parser.add_argument("--no-ablations", action="store_true", help="skip the ablation runs")
     parser.add_argument("--budget-min", type=float, default=float("inf"), help="wall-time budget of this invocation")
     parser.add_argument("--run-budget-min", type=float, default=float("inf"),
@@ -37,6 +38,13 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; the config defines {sorted(named)}")
     runs = [Run(name, overrides, spec, data_path) for name, overrides in named.items()]
+    if args.runs:  # in the order given
+        runs = sorted(runs, key=lambda run: args.runs.index(run.name) if run.name in args.runs else len(args.runs))
+
+    def report():  # every stored run, read again: another invocation may have finished runs meanwhile
+        stored = [Run(name, overrides, spec, data_path) for name, overrides in {**spec["runs"], **spec["ablations"]}.items()]
+        write_reports(spec, data_path, [run for run in stored if run.state])
+
     started = time.time()
     for run in runs:
         if args.report_only or run.finished or (args.runs and run.name not in args.runs):
@@ -47,8 +55,8 @@ def main(argv=None):
             break
         print(f"== {run.name} ({run.model})", flush=True)
         run.train(min(left, args.run_budget_min * 60))
-        write_reports(spec, data_path, [r for r in runs if r.state])
-    write_reports(spec, data_path, [r for r in runs if r.state])
+        report()
+    report()
     return 0
 
 

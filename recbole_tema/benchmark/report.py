@@ -1,13 +1,22 @@
-"""Markdown tables and a PNG plot of the benchmark runs stored by :mod:`recbole_tema.benchmark.runner`."""
+"""Markdown tables and PNG plots of the benchmark runs stored by :mod:`recbole_tema.benchmark.runner`.
+
+Runs of one group (the seeds of one configured run) are shown as mean and sample standard deviation;
+paired tests compare groups user by user on the stored test ranks (``<name>.ranks.npz``).
+"""
 
 import datetime
 import json
+import statistics
 from pathlib import Path
+
+import numpy as np
 
 from atomic_data_builders.atomic import atomic_open
 
 METRICS = ("hit@5", "hit@10", "ndcg@10", "mrr")
 HEADERS = ("Hit@5", "Hit@10", "NDCG@10", "MRR")
+PAIRED_METRICS = ("mrr", "ndcg@10", "hit@10")
+BOOTSTRAP_SAMPLES = 2000
 
 
 def _domains(result):
@@ -16,7 +25,7 @@ def _domains(result):
 
 def _status(state):
     if state["finished"]:
-        return f"done ({state['stop']})"
+        return f"done ({state['stop']})" if state["stop"] in ("early stopping", "last epoch") else state["stop"]
     return f"partial: budget after epoch {state['epochs']}, resumes"
 
 
@@ -24,47 +33,86 @@ def _epoch_seconds(state):
     return sum(entry["seconds"] for entry in state["curve"]) / max(len(state["curve"]), 1)
 
 
-def result_table(states, protocol, published=None):
-    lines = [
-        "| run | domain | " + " | ".join(HEADERS) + " | epochs | best epoch | s / epoch | total min | ran on | status |",
-        "| --- | --- | " + " | ".join("---" for _ in HEADERS) + " | --- | --- | --- | --- | --- | --- |",
-    ]
+def _groups(states):
+    """[(group name, [states of its seeds])], in the order the groups first appear."""
+    groups = {}
     for state in states:
-        result = state["test"].get(protocol)
-        if not result:
+        groups.setdefault(state.get("group", state["name"]), []).append(state)
+    return list(groups.items())
+
+
+def _mean_std(values):
+    """'0.1234' for one value, '0.1234 ± 0.0012' (sample standard deviation) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _group_status(members):
+    if len(members) == 1 or all(state["finished"] for state in members):
+        return "; ".join(sorted({_status(state) for state in members}))
+    done = sum(state["finished"] for state in members)
+    return f"partial: {done} of {len(members)} seeds done, the rest resume"
+
+
+def _where(members):
+    return "; ".join(sorted({device for state in members for device in state["devices"]}))
+
+
+def result_table(states, protocol, published=None):
+    """One row per group and domain: mean (± std over seeds) of each metric, cost and status."""
+    lines = [
+        "| run | domain | " + " | ".join(HEADERS) + " | seeds | epochs | best epoch | wall min | CPU min | ran on | status |",
+        "| --- | --- | " + " | ".join("---" for _ in HEADERS) + " | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for group, members in _groups(states):
+        tested = [state for state in members if state["test"].get(protocol)]
+        if not tested:
             continue
-        for domain in _domains(result):
-            values = " | ".join(f"{result[f'{metric}/{domain}']:.4f}" for metric in METRICS)
-            lines.append(
-                f"| {state['name']} | {domain} | {values} | {state['epochs']} | {state['best_epoch']} | "
-                f"{_epoch_seconds(state):.0f} | {state['train_seconds'] / 60:.1f} | {'; '.join(state['devices'])} | "
-                f"{_status(state)} |"
-            )
+        epochs = "/".join(str(state["epochs"]) for state in tested)
+        best = "/".join(str(state["best_epoch"]) for state in tested)
+        wall = sum(state["train_seconds"] for state in tested) / 60
+        cpu = sum(state.get("cpu_seconds", 0.0) for state in tested) / 60
+        for domain in _domains(tested[0]["test"][protocol]):
+            values = " | ".join(_mean_std([state["test"][protocol][f"{metric}/{domain}"] for state in tested])
+                                for metric in METRICS)
+            lines.append(f"| {group} | {domain} | {values} | {len(tested)} | {epochs} | {best} | {wall:.1f} | "
+                         f"{cpu:.1f} | {_where(tested)} | {_group_status(members)} |")
     if published:
         for domain, values in published.items():
             if domain != "name":
                 row = " | ".join(f"{values[metric]:.4f}" for metric in METRICS)
-                lines.append(f"| {published['name']} | {domain} | {row} | | | | | | |")
+                lines.append(f"| {published['name']} | {domain} | {row} | | | | | | | quoted |")
     return lines
 
 
-def comparison(states, protocol, published, subject="TEMA", rivals=("SASRec", "C2DSR")):
-    """Per domain and metric: the subject minus each rival of the same run, and minus the published numbers."""
-    by_name = {state["name"]: state["test"].get(protocol) for state in states}
-    if not by_name.get(subject):
+def _group_means(states, protocol):
+    """{group: {per-domain metric key: mean over its tested seeds}}."""
+    means = {}
+    for group, members in _groups(states):
+        results = [state["test"][protocol] for state in members if state["test"].get(protocol)]
+        if results:
+            means[group] = {key: statistics.mean(result[key] for result in results) for key in results[0]}
+    return means
+
+
+def comparison(states, protocol, published, subject="TEMA", rivals=()):
+    """Per domain and metric: the subject's mean minus each rival's mean, and minus the published numbers."""
+    by_group = _group_means(states, protocol)
+    if subject not in by_group:
         return []
-    rivals = [name for name in rivals if by_name.get(name)]
+    rivals = [name for name in rivals if name in by_group and name != subject]
     columns = rivals + ([published["name"]] if published else [])
     if not columns:
         return []
     lines = [f"| domain | metric | {subject} | " + " | ".join(f"minus {name}" for name in columns) + " |",
              "| --- | --- | --- | " + " | ".join("---" for _ in columns) + " |"]
     ahead = [0] * len(columns)  # per column: metrics where the subject is at or above it
-    domains = _domains(by_name[subject])
+    domains = [key.split("/", 1)[1] for key in by_group[subject] if key.startswith("targets/")]
     for domain in domains:
         for metric in METRICS:
-            mine = by_name[subject][f"{metric}/{domain}"]
-            others = [by_name[name][f"{metric}/{domain}"] for name in rivals]
+            mine = by_group[subject][f"{metric}/{domain}"]
+            others = [by_group[name][f"{metric}/{domain}"] for name in rivals]
             if published and domain in published:
                 others.append(published[domain][metric])
             ahead = [count + (mine >= other) for count, other in zip(ahead, others)] + ahead[len(others):]
@@ -72,18 +120,91 @@ def comparison(states, protocol, published, subject="TEMA", rivals=("SASRec", "C
             lines.append(f"| {domain} | {metric} | {mine:.4f} | {deltas} |")
     total = len(domains) * len(METRICS)
     lines.append("")
-    lines.append(f"{subject} is at or above " + ", ".join(f"{name} on {count} of {total}"
-                                                        for name, count in zip(columns, ahead)) + " per-domain metrics.")
+    lines.append(f"{subject} (mean over its seeds) is at or above " + ", ".join(
+        f"{name} on {count} of {total}" for name, count in zip(columns, ahead)) + " per-domain metrics.")
     return lines
 
 
+def per_user_values(ranks, metric):
+    """Each test user's value of ``metric`` (mrr, hit@K, ndcg@K) from their rank: ranks [U] -> [U]."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if metric == "mrr":
+        return 1.0 / ranks
+    name, k = metric.split("@")
+    hit = (ranks <= int(k)).astype(np.float64)
+    return hit if name == "hit" else hit / np.log2(ranks + 1)
+
+
+def paired_test(subject_values, rival_values, seed=0):
+    """Mean difference, its 95% bootstrap interval and the paired t-test's two-sided p-value ([U] each)."""
+    from scipy import stats
+
+    differences = np.asarray(subject_values) - np.asarray(rival_values)  # [U]
+    rng = np.random.default_rng(seed)
+    resampled = rng.integers(0, len(differences), size=(BOOTSTRAP_SAMPLES, len(differences)))  # [S, U]
+    means = differences[resampled].mean(axis=1)  # [S]
+    low, high = np.percentile(means, [2.5, 97.5])
+    p_value = stats.ttest_rel(subject_values, rival_values).pvalue if differences.any() else 1.0
+    return differences.mean(), low, high, p_value
+
+
+def _group_user_values(group_ranks, protocol, metric):
+    """{user: value of ``metric`` averaged over the group's seeds}, and {user: domain}."""
+    users = sorted(set.intersection(*(set(ranks[protocol]) for ranks, _ in group_ranks)))
+    values = np.mean([per_user_values([ranks[protocol][user] for user in users], metric)
+                      for ranks, _ in group_ranks], axis=0)  # [U]
+    return dict(zip(users, values)), group_ranks[0][1]
+
+
+def paired_tests(runs, protocol, subject, rivals):
+    """Markdown rows: subject against each rival, per domain and metric, paired over test users."""
+    ranks_of = {}
+    for run in runs:
+        stored = run.test_ranks()
+        if stored and protocol in stored[0]:
+            ranks_of.setdefault(run.group, []).append(stored)
+    if subject not in ranks_of:
+        return []
+    lines = ["| rival | domain | metric | users | TEMA minus rival (mean) | 95% bootstrap interval | paired t-test p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rival in [name for name in rivals if name in ranks_of]:
+        for metric in PAIRED_METRICS:
+            mine, domain_of = _group_user_values(ranks_of[subject], protocol, metric)
+            theirs, _ = _group_user_values(ranks_of[rival], protocol, metric)
+            users = sorted(set(mine) & set(theirs))
+            for domain in sorted({domain_of[user] for user in users}):
+                chosen = [user for user in users if domain_of[user] == domain]
+                mean, low, high, p_value = paired_test([mine[u] for u in chosen], [theirs[u] for u in chosen])
+                lines.append(f"| {rival} | {domain} | {metric} | {len(chosen):,} | {mean:+.4f} | "
+                             f"[{low:+.4f}, {high:+.4f}] | {p_value:.2g} |")
+    lines[0] = lines[0].replace("TEMA", subject)
+    return lines if len(lines) > 2 else []
+
+
+def longest_wait(curve):
+    """Most epochs a run waited between one new best validation MRR and the next (0: improved every time)."""
+    best, best_epoch, wait = -1.0, 0, 0
+    for entry in curve:
+        if entry["valid"]["mrr"] > best:
+            if best >= 0:
+                wait = max(wait, entry["epoch"] - best_epoch - 1)
+            best, best_epoch = entry["valid"]["mrr"], entry["epoch"]
+    return wait
+
+
 def settings_table(states):
-    lines = ["| run | model | parameters | overrides of the model's defaults | epochs run | train + valid s |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | model | seed | parameters | overrides of the model's defaults | epochs run | best epoch | "
+             "longest wait for a new best | wall s | CPU s | mean load | stop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for state in states:
-        overrides = ", ".join(f"{key}={value}" for key, value in state["overrides"].items()) or "none"
-        lines.append(f"| {state['name']} | {state['model']} | {state['parameters']:,} | {overrides} | "
-                     f"{state['epochs']} | {state['train_seconds']:.0f} |")
+        shown = {key: value for key, value in state["overrides"].items() if key != "seed"}
+        overrides = ", ".join(f"{key}={value}" for key, value in shown.items()) or "none"
+        loads = [entry["load"] for entry in state["curve"] if "load" in entry]
+        load = f"{statistics.mean(loads):.1f}" if loads else ""
+        lines.append(f"| {state['name']} | {state['model']} | {state['overrides'].get('seed', '')} | "
+                     f"{state['parameters']:,} | {overrides} | {state['epochs']} | {state['best_epoch']} | "
+                     f"{longest_wait(state['curve'])} | {state['train_seconds']:.0f} | "
+                     f"{state.get('cpu_seconds', 0.0):.0f} | {load} | {_status(state)} |")
     return lines
 
 
@@ -120,8 +241,12 @@ def write_atomic(path, text):
         handle.write(text)
 
 
-def _document(title, spec, data_path, states, published):
+def _document(title, spec, data_path, runs, published, with_paired_tests):
+    states = [run.state for run in runs]
     protocols = spec["protocols"]
+    patience = spec["settings"].get("stopping_step")
+    compare = spec.get("compare") or {}
+    subject, rivals = compare.get("subject", "TEMA"), compare.get("rivals", [])
     lines = [
         f"# {title}", "",
         f"Written by `{spec['command']}` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; every row is a run "
@@ -129,36 +254,58 @@ def _document(title, spec, data_path, states, published):
         *dataset_lines(spec, data_path),
         f"- Protocol: leave-one-out on the merged timeline; each target ranked within its own domain "
         f"(history of that domain excluded); selection on validation {spec['settings']['valid_metric']} under "
-        f"`{protocols[0]}`; the best checkpoint is tested under each of {', '.join(f'`{p}`' for p in protocols)}.",
-        "- `s / epoch` is training plus validation; `total min` sums the completed epochs of every invocation. "
-        "A `partial` row is the best checkpoint so far of a run the wall-time budget stopped: it is not a converged "
-        "result, and the next invocation resumes it.", "",
+        f"`{protocols[0]}` with early stopping after {patience} epochs without a new best; the best checkpoint is "
+        f"tested under each of {', '.join(f'`{p}`' for p in protocols)}.",
+        "- A row with several seeds gives mean ± sample standard deviation; `epochs` and `best epoch` list each "
+        "seed's. `wall min` and `CPU min` sum training and validation over every seed and invocation (CPU: the "
+        "process's CPU time, all threads). A `partial` row is the best checkpoint so far of a run a wall-time "
+        "budget stopped: not a converged result; the next invocation resumes it.", "",
     ]
     for protocol in protocols:
         lines += [f"## Test, `{protocol}`", ""]
         lines += result_table(states, protocol, published if protocol == protocols[0] else None) + [""]
-        compared = comparison(states, protocol, published if protocol == protocols[0] else None)
+        compared = comparison(states, protocol, published if protocol == protocols[0] else None, subject, rivals)
         if compared:
-            lines += [f"### TEMA against the others, `{protocol}`", ""] + compared + [""]
-    lines += ["## Runs", ""] + settings_table(states) + [""]
+            lines += [f"### {subject} against the others, `{protocol}`", ""] + compared + [""]
+        tested = paired_tests(runs, protocol, subject, rivals) if with_paired_tests else []
+        if tested:
+            lines += [f"### Paired tests over test users, `{protocol}`", "",
+                      f"Each user's metric from their test rank, averaged over each run's seeds; {subject} minus the "
+                      f"rival, per target domain; interval from {BOOTSTRAP_SAMPLES} bootstrap resamples of users.", ""]
+            lines += tested + [""]
+    lines += ["## Runs", "",
+              f"`longest wait for a new best`: the most epochs a run went without a new best validation MRR before a "
+              f"later one; a patience of {patience} stops no run that would still improve after a wait that long.", ""]
+    lines += settings_table(states) + [""]
     lines += ["## Learning curves", ""] + curve_table(states) + [""]
     return "\n".join(lines)
 
 
-def plot(path, states, protocols, published):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure, path):
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+
+
+def plot(path, states, protocols, published):
+    """Bar chart of the test metrics: one bar per group (mean over seeds), per domain and protocol."""
+    plt = _pyplot()
     with_results = [state for state in states if state["test"]]
     domains = _domains(with_results[0]["test"][protocols[0]]) if with_results else []
     figure, axes = plt.subplots(len(protocols), max(len(domains), 1), figsize=(6 * max(len(domains), 1), 4 * len(protocols)),
                                 squeeze=False)
     for row, protocol in enumerate(protocols):
+        means = _group_means(with_results, protocol)
         for col, domain in enumerate(domains):
-            bars = [(state["name"], [state["test"][protocol][f"{m}/{domain}"] for m in METRICS])
-                    for state in with_results if protocol in state["test"]]
+            bars = [(group, [values[f"{m}/{domain}"] for m in METRICS]) for group, values in means.items()]
             if published and row == 0 and domain in published:
                 bars.append((published["name"], [published[domain][m] for m in METRICS]))
             width = 0.8 / max(len(bars), 1)
@@ -170,22 +317,52 @@ def plot(path, states, protocols, published):
     if domains:
         axes[0][0].legend(fontsize=7)
     figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_time_to_accuracy(path, states, metric_name):
+    """Validation MRR against wall-clock minutes (training + validation), one line per run."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(9, 5.5))
+    colors = {}
+    for state in states:
+        if not state["curve"]:
+            continue
+        minutes = np.cumsum([entry["seconds"] for entry in state["curve"]]) / 60  # [E]
+        values = [entry["valid"]["mrr"] for entry in state["curve"]]  # [E]
+        group = state.get("group", state["name"])
+        first = group not in colors
+        line, = axis.plot(minutes, values, marker=".", linewidth=1, color=colors.get(group),
+                          label=group if first else None, alpha=1.0 if first else 0.5)
+        colors.setdefault(group, line.get_color())
+    axis.set_xlabel("wall-clock minutes (training + validation)")
+    axis.set_ylabel(f"validation {metric_name}")
+    axis.set_title("Time to accuracy (seeds of a run share its colour)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    _save(figure, path)
     plt.close(figure)
 
 
 def write_reports(spec, data_path, runs):
-    """The results table (runs of `runs`), the ablation table (TEMA + ablations) and the plot."""
-    states = {run.name: run.state for run in runs}
+    """The results table (main runs), the ablation table (TEMA + ablations) and the plots."""
+    runs = [run for run in runs if run.state]
     published = spec.get("published")
-    main_states = [states[name] for name in spec["runs"] if name in states]
-    write_atomic(spec["results"], _document("Cross-domain benchmark: " + spec["dataset"], spec, data_path,
-                                            main_states, published))
     ablations = spec.get("ablations") or {}
-    ablation_states = [states[name] for name in ["TEMA", *ablations] if name in states]
-    if spec.get("ablation_results") and any(name in states for name in ablations):
-        write_atomic(spec["ablation_results"], _document("TEMA ablations: " + spec["dataset"], spec, data_path,
-                                                         ablation_states, None))
+    main_runs = [run for run in runs if run.name in spec["runs"]]
+    write_atomic(spec["results"], _document("Cross-domain benchmark: " + spec["dataset"], spec, data_path,
+                                            main_runs, published, with_paired_tests=True))
+    subject = (spec.get("compare") or {}).get("subject", "TEMA")
+    ablation_runs = [run for run in runs if run.name in ablations or run.group == subject]
+    if spec.get("ablation_results") and any(run.name in ablations for run in runs):
+        ablation_spec = {**spec, "compare": {"subject": subject, "rivals": list(dict.fromkeys(
+            run.group for run in ablation_runs if run.group != subject))}}
+        write_atomic(spec["ablation_results"], _document("TEMA ablations: " + spec["dataset"], ablation_spec,
+                                                         data_path, ablation_runs, None, with_paired_tests=True))
+    main_states = [run.state for run in main_runs]
     if spec.get("plot") and any(state["test"] for state in main_states):
         plot(spec["plot"], main_states, spec["protocols"], published)
+    if spec.get("time_plot") and any(state["curve"] for state in main_states):
+        plot_time_to_accuracy(spec["time_plot"], main_states, spec["settings"]["valid_metric"])

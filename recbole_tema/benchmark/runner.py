@@ -1,10 +1,13 @@
 """The benchmark's runs: build the enriched dataset, train every configured model resumably, test it.
 
-Every run goes through the plugin's pipeline (the one ``run_recbole`` uses) and is resumable: its state
-lives in ``<work_dir>/runs/<name>/`` (``state.json``, ``last.pth``, ``best.pth``). A finished run is not
-trained again; an interrupted or budget-stopped run continues from the epoch after its last checkpoint.
-Tables (markdown) and a plot are rewritten from the stored states after every run, so a table can be
-completed over several invocations. Runs use a GPU when one is present; each row says where it ran.
+Every run goes through the plugin's pipeline (the one ``run_recbole`` uses) and is resumable. Its state
+(learning curve, test results, wall and CPU seconds) is ``<state_dir>/<name>.json`` and the per-user test
+ranks ``<state_dir>/<name>.ranks.npz``: small files meant to be committed, so that the tables can be
+completed over several invocations and machines. Its checkpoints (``last.pth``, ``best.pth``) are in
+``<work_dir>/runs/<name>/``. A finished run is not trained again; an interrupted or budget-stopped run
+continues from the epoch after its last checkpoint (or from the start where the checkpoint is gone).
+A run with ``seeds: [a, b, ...]`` is trained once per seed: ``NAME`` with the first, ``NAME-s<seed>`` with
+the others. Runs use a GPU when one is present; each row says where it ran.
 """
 
 import json
@@ -12,22 +15,27 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 from recbole.utils import init_logger, init_seed
 
 from atomic_data_builders.__main__ import main as build_main
 from atomic_data_builders.atomic import atomic_open
-from recbole_tema.benchmark.machine import describe_machine
+from recbole_tema.benchmark.machine import describe_machine, load_average
 from recbole_tema.config import Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import parse_eval_mode
 from recbole_tema.quick_start import build_trainer, prepare_data
 
-STATE_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT = "state.json", "last.pth", "best.pth"
+LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
 
 
 class BudgetSpent(Exception):
     """Raised after a checkpoint when the next epoch would end past the wall-time budget."""
+
+    def __init__(self, capped):
+        super().__init__()
+        self.capped = capped  # True: the run's own cap (max_run_minutes) is spent, False: this invocation's budget
 
 
 def load_benchmark_config(path):
@@ -36,13 +44,30 @@ def load_benchmark_config(path):
     missing = [key for key in ("source", "dataset", "work_dir", "results", "settings", "runs") if key not in spec]
     if missing:
         raise ConfigurationError(f"{path}: missing key(s) {missing}")
+    if isinstance(spec["settings"], str):  # a RecBole config file, shared with run_hyper
+        with open(spec["settings"], encoding="utf-8") as handle:
+            spec["settings"] = yaml.safe_load(handle)
     for name, run in {**spec["runs"], **(spec.get("ablations") or {})}.items():
         if not isinstance(run, dict) or "model" not in run:
             raise ConfigurationError(f"{path}: run [{name}] needs a `model` key")
+    spec["runs"] = expand_seeds(spec["runs"], spec["settings"].get("seed"))
+    spec["ablations"] = expand_seeds(spec.get("ablations") or {}, spec["settings"].get("seed"))
+    spec.setdefault("state_dir", str(Path(spec["work_dir"]) / "runs"))
     spec.setdefault("protocols", [spec["settings"]["eval_args"]["mode"]])
     for protocol in spec["protocols"]:
         parse_eval_mode(protocol)  # a clear error for a protocol outside the cross-domain protocol
     return spec
+
+
+def expand_seeds(runs, default_seed):
+    """{name: overrides}: a run with ``seeds: [a, b, ...]`` becomes NAME (seed a), NAME-s<b>, ..."""
+    expanded = {}
+    for name, run in runs.items():
+        base = {key: value for key, value in run.items() if key != "seeds"}
+        for index, seed in enumerate(run.get("seeds") or [run.get("seed", default_seed)]):
+            seeded = {"seed": seed} if seed is not None else {}
+            expanded[name if index == 0 else f"{name}-s{seed}"] = {**base, **seeded, "group": name}
+    return expanded
 
 
 def build_dataset(spec):
@@ -73,25 +98,45 @@ class Run:
     def __init__(self, name, overrides, spec, data_path):
         self.name = name
         self.model = overrides["model"]
-        self.overrides = {key: value for key, value in overrides.items() if key != "model"}
+        self.group = overrides.get("group", name)
+        self.overrides = {key: value for key, value in overrides.items() if key not in ("model", "group")}
         self.spec = spec
         self.data_path = data_path
-        self.folder = Path(spec["work_dir"]) / "runs" / name
-        self.state_file = self.folder / STATE_FILE
+        self.folder = Path(spec["work_dir"]) / "runs" / name  # checkpoints
+        self.state_file = Path(spec["state_dir"]) / f"{name}.json"
+        self.ranks_file = Path(spec["state_dir"]) / f"{name}.ranks.npz"
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
 
     @property
     def finished(self):
         return bool(self.state and self.state["finished"])
 
+    def test_ranks(self):
+        """{protocol: {user token: rank}} and {user token: target domain} of the best checkpoint's test."""
+        if not self.ranks_file.exists():
+            return None
+        with np.load(self.ranks_file) as stored:
+            users, domains = stored["users"], stored["domains"]
+            protocols = {key[len("rank_"):]: dict(zip(users, stored[key])) for key in stored if key.startswith("rank_")}
+        return protocols, dict(zip(users, domains))
+
     def config(self):
         config_dict = {**self.spec["settings"], **self.overrides}
         config_dict.update(data_path=str(self.data_path), checkpoint_dir=str(self.folder))
         return Config(model=self.model, dataset=self.spec["dataset"], config_dict=config_dict)
 
+    def _fresh_state(self, model):
+        return {
+            "name": self.name, "group": self.group, "model": self.model, "overrides": self.overrides,
+            "finished": False, "parameters": sum(p.numel() for p in model.parameters()), "curve": [],
+            "best_epoch": None, "best_valid": None, "train_seconds": 0.0, "cpu_seconds": 0.0, "devices": [],
+            "test": {},
+        }
+
     def train(self, budget_s):
         """Train until early stopping, the last epoch or the budget; then test the best checkpoint."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
         config = self.config()
         init_seed(config["seed"], config["reproducibility"])
         init_logger(config)
@@ -99,18 +144,21 @@ class Run:
         init_seed(config["seed"], config["reproducibility"])
         model = config.model_class(config, train_data._dataset).to(config["device"])
         trainer = build_trainer(config, model, train_data)
-        state = self.state or {
-            "name": self.name, "model": self.model, "overrides": self.overrides, "finished": False,
-            "parameters": sum(p.numel() for p in model.parameters()), "curve": [], "best_epoch": None,
-            "best_valid": None, "train_seconds": 0.0, "devices": [], "test": {},
-        }
-        if (self.folder / LAST_CHECKPOINT).exists():
+        state = self.state
+        if (self.folder / LAST_CHECKPOINT).exists() and state:
             trainer.resume_checkpoint(self.folder / LAST_CHECKPOINT)
+        elif state and state["curve"]:
+            print(f"{self.name}: no checkpoint in {self.folder} for its {len(state['curve'])} recorded epoch(s): "
+                  "training again from epoch 1", flush=True)
+            state = None
+        state = state or self._fresh_state(model)
         device = f"{config['device']}: {describe_machine()}"
         if device not in state["devices"]:
             state["devices"].append(device)
 
+        cap_s = self.spec.get("max_run_minutes", float("inf")) * 60 - state["train_seconds"]
         began = mark = time.time()
+        cpu_mark = time.process_time()
         valid_epoch, last_valid = trainer._valid_epoch, {}
 
         def recorded_valid_epoch(*args, **kwargs):
@@ -119,22 +167,24 @@ class Run:
             return score, result
 
         def on_epoch_end(epoch_idx, valid_score):
-            nonlocal mark
-            now = time.time()
-            seconds, mark = now - mark, now
+            nonlocal mark, cpu_mark
+            now, cpu_now = time.time(), time.process_time()
+            seconds, cpu_seconds, mark, cpu_mark = now - mark, cpu_now - cpu_mark, now, cpu_now
             if trainer.cur_step == 0:  # RecBole's early_stopping resets the counter when the score improved
                 _save_checkpoint(trainer, epoch_idx, self.folder / BEST_CHECKPOINT)
                 state["best_epoch"], state["best_valid"] = epoch_idx + 1, last_valid["result"]
             _save_checkpoint(trainer, epoch_idx, self.folder / LAST_CHECKPOINT)
             state["curve"].append({
                 "epoch": epoch_idx + 1, "loss": float(trainer.train_loss_dict[epoch_idx]), "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu_seconds, 1), "load": round(load_average(), 2),
                 "valid": {key: value for key, value in last_valid["result"].items() if key.startswith(("mrr", "hit@10"))},
             })
             state["train_seconds"] += seconds
+            state["cpu_seconds"] += cpu_seconds
             _write_json(self.state_file, state)
             slowest = max(entry["seconds"] for entry in state["curve"])
-            if now - began + slowest > budget_s:
-                raise BudgetSpent
+            if now - began + slowest > min(budget_s, cap_s):
+                raise BudgetSpent(capped=cap_s <= budget_s)
 
         trainer._valid_epoch = recorded_valid_epoch  # keeps each epoch's whole result for the learning curve
         stop = "budget"
@@ -142,8 +192,9 @@ class Run:
             trainer.fit(train_data, valid_data, saved=False, show_progress=config["show_progress"],
                         callback_fn=on_epoch_end)
             stop = "early stopping" if trainer.cur_step > trainer.stopping_step else "last epoch"
-        except BudgetSpent:
-            pass
+        except BudgetSpent as spent:
+            if spent.capped:
+                stop = f"not converged in its {self.spec['max_run_minutes']}-minute cap"
         if state["best_epoch"] is not None:
             state["test"] = self.test(trainer, test_data)
         state["finished"] = stop != "budget"
@@ -153,10 +204,21 @@ class Run:
         self.state = state
 
     def test(self, trainer, test_data):
-        """{protocol: test result} at the best checkpoint, under every protocol of the benchmark."""
-        results = {}
+        """{protocol: test result} at the best checkpoint, under every protocol of the benchmark.
+
+        The per-user ranks go to ``<name>.ranks.npz`` (raw user tokens): the paired tests read them.
+        """
+        trainer._load_best(str(self.folder / BEST_CHECKPOINT))
+        results, ranks = {}, {}
         for protocol in self.spec["protocols"]:
             trainer.protocol.negatives["test"] = parse_eval_mode(protocol)
-            results[protocol] = trainer.evaluate(test_data, load_best_model=True,
-                                                 model_file=str(self.folder / BEST_CHECKPOINT))
+            users, ranks[f"rank_{protocol}"], domains = trainer.rank_targets(test_data, phase="test")
+            results[protocol] = trainer.protocol.summarize(ranks[f"rank_{protocol}"], domains)
+        dataset = test_data._dataset
+        tokens = dataset.id2token(dataset.uid_field, users.numpy())
+        names = np.array(trainer.protocol.domains.names)[domains.numpy()]
+        partial = self.ranks_file.with_name(self.ranks_file.name + ".part.npz")
+        np.savez_compressed(partial, users=tokens.astype(str), domains=names.astype(str),
+                            **{key: value.numpy() for key, value in ranks.items()})
+        os.replace(partial, self.ranks_file)
         return results

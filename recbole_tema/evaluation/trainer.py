@@ -64,29 +64,39 @@ class CrossDomainEvaluation:
         """The protocol's metrics of ``eval_data``, ranked against the candidates of ``phase`` (valid or test)."""
         if not eval_data:
             return None
-        if self.protocol is None:
-            raise RuntimeError("A cross-domain trainer needs attach_protocol(CrossDomainProtocol(...)) first.")
         if load_best_model:
             self._load_best(model_file)
+        _, ranks, domains = self.rank_targets(eval_data, show_progress=show_progress, phase=phase)
+        return self.protocol.summarize(ranks, domains)
+
+    @torch.no_grad()
+    def rank_targets(self, eval_data, show_progress=False, phase="test"):
+        """(users [T], ranks [T], target domains [T]) of every evaluation target, with the current weights.
+
+        The per-user ranks behind the metrics: paired significance tests between models need them.
+        """
+        if self.protocol is None:
+            raise RuntimeError("A cross-domain trainer needs attach_protocol(CrossDomainProtocol(...)) first.")
         self.model.eval()
         drawn = self.protocol.candidates(eval_data._dataset, phase)
         batches = eval_data
         if show_progress:
             batches = tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
-        all_ranks, all_domains = [], []
+        all_users, all_ranks, all_domains = [], [], []
         for batched_data in batches:
             interaction = batched_data[0].to(self.device)
+            users = interaction[self.config["USER_ID_FIELD"]].cpu()  # [B]
             targets = interaction[self.config["ITEM_ID_FIELD"]]  # [B]
             domains = self.protocol.check_targets(targets.cpu())  # [B]
             candidates = None
             if drawn is not None:
                 table, row_of_user = drawn
-                rows = row_of_user[interaction[self.config["USER_ID_FIELD"]].cpu()]  # [B]
-                candidates = table[rows].to(self.device)  # [B, N]
+                candidates = table[row_of_user[users]].to(self.device)  # [B, N]
             scores = self._score_all_items(interaction)  # [B, n_items]
+            all_users.append(users)
             all_ranks.append(self.protocol.rank(scores.float(), targets, candidates).cpu())
             all_domains.append(domains)
-        return self.protocol.summarize(torch.cat(all_ranks), torch.cat(all_domains))
+        return torch.cat(all_users), torch.cat(all_ranks), torch.cat(all_domains)
 
 
 def _chunks(interaction, size):

@@ -1,0 +1,81 @@
+"""``run_hyper``: RecBole's hyper-parameter search (``HyperTuning``) for plugin and RecBole models alike.
+
+    run_hyper --model=TEMA --dataset=afk --params_file=tema.hyper [--config_files="a.yaml b.yaml"]
+              [--algo=exhaustive|random|bayes] [--max_evals=N] [--output_file=tema_hyper.md]
+
+The params file is RecBole's: one line per key, ``name choice [v1, v2]`` (or ``uniform``, ``loguniform``,
+... as in RecBole's docs). Every trial trains through the plugin's pipeline (the one ``run_recbole``
+uses) with early stopping on ``valid_metric`` and is judged on validation only: the test split is never
+evaluated. After every trial the output file (markdown) is rewritten with all trials so far, best first.
+"""
+
+import argparse
+import sys
+
+from atomic_data_builders.atomic import atomic_open
+from recbole_tema.errors import ConfigurationError
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="run_hyper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params_file", required=True, help="RecBole params file: the search space")
+    parser.add_argument("--config_files", default=None, help="fixed YAML files, separated by spaces")
+    parser.add_argument("--algo", default="exhaustive", choices=("exhaustive", "random", "bayes"),
+                        help="exhaustive grid (choice lists only), random, or bayes (TPE)")
+    parser.add_argument("--max_evals", type=int, default=100, help="most trials (random / bayes)")
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without a better one")
+    parser.add_argument("--output_file", default="hyper.md", help="markdown file of every trial, best first")
+    return parser
+
+
+def trials_table(trials):
+    """Markdown rows of the recorded trials ({params, result}), best validation score first."""
+    bigger, valid_metric = trials[0]["result"]["valid_score_bigger"], trials[0]["result"]["valid_metric"]
+    ranked = sorted(trials, key=lambda trial: trial["result"]["best_valid_score"], reverse=bigger)
+    domain_keys = [key for key in ranked[0]["result"]["best_valid_result"] if key.startswith(valid_metric.lower() + "/")]
+    lines = [f"| rank | parameters | valid {valid_metric} | " + " | ".join(domain_keys) + " | epochs | minutes |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in domain_keys) + " | --- | --- |"]
+    for rank, trial in enumerate(ranked, 1):
+        result = trial["result"]
+        params = ", ".join(f"{key}={value}" for key, value in sorted(trial["params"].items()))
+        per_domain = " | ".join(f"{result['best_valid_result'][key]:.4f}" for key in domain_keys)
+        lines.append(f"| {rank} | {params} | {result['best_valid_score']:.4f} | {per_domain} | "
+                     f"{result['epochs']} | {result['seconds'] / 60:.1f} |")
+    return lines
+
+
+def main(argv=None):
+    args, _ = _parser().parse_known_args(argv)  # --model=, --dataset= and other keys go to RecBole's Config
+
+    from recbole.trainer import HyperTuning
+
+    from recbole_tema.quick_start import objective_function
+
+    config_files = args.config_files.split() if args.config_files else None
+    trials = []
+
+    def recorded_objective(config_dict, config_file_list, saved=False):
+        result = objective_function(config_dict, config_file_list, saved=saved)
+        trials.append({"params": dict(config_dict), "result": result})
+        header = [f"# Hyper-parameter search: {result['model']}", "",
+                  f"Command: `run_hyper {' '.join(sys.argv[1:] if argv is None else argv)}`; search `{args.algo}` "
+                  f"over `{args.params_file}`; {len(trials)} trial(s) so far. Selection on validation only "
+                  "(the test split is never evaluated).", ""]
+        with atomic_open(args.output_file) as handle:
+            handle.write("\n".join(header + trials_table(trials)) + "\n")
+        return result
+
+    try:
+        tuner = HyperTuning(recorded_objective, algo=args.algo, max_evals=args.max_evals, early_stop=args.early_stop,
+                            params_file=args.params_file, fixed_config_file_list=config_files)
+        tuner.run()
+    except ConfigurationError as error:
+        print(f"run_hyper: error: {error}", file=sys.stderr)
+        return 2
+    print("best params:", tuner.best_params)
+    print("all trials:", args.output_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

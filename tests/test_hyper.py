@@ -1,0 +1,35 @@
+"""run_hyper: RecBole's HyperTuning through the plugin's pipeline, judged on validation only."""
+
+import yaml
+
+from recbole_tema.evaluation.trainer import CrossDomainEvaluation
+from recbole_tema.hyper import main as hyper_main
+from support.configs import small_model_config
+from support.datasets import known_answer_dataset
+
+
+def test_grid_search_trains_every_trial_and_never_tests(tmp_path, monkeypatch):
+    known_answer_dataset(tmp_path, name="ka")
+    config_file = tmp_path / "fixed.yaml"
+    config_file.write_text(yaml.safe_dump(small_model_config(tmp_path, model="TEMA", dataset="ka", epochs=2)))
+    params_file = tmp_path / "tema.hyper"
+    params_file.write_text("hidden_dropout_prob choice [0.1,0.3]\ntemperature choice [1.0]\n")
+    phases = []
+    evaluate = CrossDomainEvaluation.evaluate
+
+    def recording_evaluate(self, *args, phase="test", **kwargs):
+        phases.append(phase)
+        return evaluate(self, *args, phase=phase, **kwargs)
+
+    monkeypatch.setattr(CrossDomainEvaluation, "evaluate", recording_evaluate)
+    output = tmp_path / "trials.md"
+    assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file),
+                       "--output_file", str(output)]) == 0
+
+    assert phases and set(phases) == {"valid"}  # 2 trials x 2 epochs of validation, no test evaluation
+    rows = [line for line in output.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2
+    assert sorted("hidden_dropout_prob=0.1" in row for row in rows) == [False, True]
+    scores = [float(row.split("|")[3]) for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 < score <= 1 for score in scores)  # best MRR first
+    assert all(row.split("|")[-3].strip() == "2" for row in rows)  # both trials ran their 2 epochs
