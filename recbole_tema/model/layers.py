@@ -137,6 +137,12 @@ class TagFusion(nn.Module):
             self.query = nn.Linear(hidden_size, 1, bias=False)
 
     def forward(self):
+        tags, alpha = self.attention()  # [n_items, T, hidden], [n_items, T]
+        pooled = (alpha.unsqueeze(-1) * tags).sum(1)  # [n_items, hidden]
+        return pooled * self.present.unsqueeze(-1), self.present  # [n_items, hidden], [n_items]
+
+    def attention(self):
+        """Every item's tag embeddings [n_items, T, hidden] and pooling weights [n_items, T] (0 on padding)."""
         tags = self.tag_embedding(self.tag_ids)  # [n_items, T, hidden]
         if self.mode == "weighted":
             logits = self.weights.clamp(min=1e-12).log()  # [n_items, T]
@@ -146,9 +152,7 @@ class TagFusion(nn.Module):
                 logits = logits + self.weights.clamp(min=1e-12).log()  # [n_items, T]
         # Rows without any tag would be an all -inf softmax: give them a dummy uniform row, then zero.
         keep = self.valid | ~self.present.unsqueeze(-1)  # [n_items, T]
-        alpha = logits.masked_fill(~keep, float("-inf")).softmax(-1)  # [n_items, T]
-        pooled = (alpha.unsqueeze(-1) * tags).sum(1)  # [n_items, hidden]
-        return pooled * self.present.unsqueeze(-1), self.present  # [n_items, hidden], [n_items]
+        return tags, logits.masked_fill(~keep, float("-inf")).softmax(-1)  # [n_items, T, hidden], [n_items, T]
 
 
 class GatedModalityFusion(nn.Module):
@@ -164,9 +168,13 @@ class GatedModalityFusion(nn.Module):
 
     def forward(self, modalities, present):
         # modalities: [n_items, M, hidden]; present: [n_items, M]
-        logits = self.score(torch.tanh(modalities)).squeeze(-1) + self.modality_bias  # [n_items, M]
-        alpha = logits.masked_fill(~present, float("-inf")).softmax(-1)  # [n_items, M]
+        alpha = self.weights(modalities, present)  # [n_items, M]
         return (alpha.unsqueeze(-1) * modalities).sum(1)  # [n_items, hidden]
+
+    def weights(self, modalities, present):
+        """Each item's weight of each modality [n_items, M] (0 where absent; rows sum to 1)."""
+        logits = self.score(torch.tanh(modalities)).squeeze(-1) + self.modality_bias  # [n_items, M]
+        return logits.masked_fill(~present, float("-inf")).softmax(-1)  # [n_items, M]
 
 
 class SelfAttention(nn.Module):

@@ -40,10 +40,12 @@ class MultiAttentionRecommender(CrossDomainSequentialRecommender):
             return cross
         return self.combine(cross, intra)
 
-    def forward(self, item_seq, item_seq_len, item_table=None, tag_table=None):
-        """The user's state for every domain after the sequence: [B, D, H]. Reads no label."""
-        if item_table is None:
-            item_table, tag_table = self.item_representations()  # [n_items, H], [n_items, H] or None
+    def end_states(self, item_seq, item_seq_len, item_table, tag_table):
+        """Per domain, the cross-domain and the intra-domain state after the sequence (before combining).
+
+        Returns ([B, D, H] or None, [B, D, H] or None): None for a switched-off encoder; a domain the
+        user has no item of gets the learned stand-in intra state.
+        """
         B, D = item_seq.shape[0], self.n_domains
         every = torch.ones(B, D, dtype=torch.bool, device=item_seq.device)  # [B, D]
         cross, intra, has_intra = self.encoders.at_end(
@@ -51,8 +53,18 @@ class MultiAttentionRecommender(CrossDomainSequentialRecommender):
         )  # [B, H], [B, D, H], [B, D]
         if cross is not None:
             cross = cross.unsqueeze(1).expand(B, D, -1)  # [B, D, H]
-        domains = torch.arange(D, device=item_seq.device).expand(B, D)  # [B, D]
-        return self.user_state(cross, intra, has_intra, domains)  # [B, D, H]
+        if intra is not None:
+            intra = torch.where(has_intra.unsqueeze(-1), intra, self.empty_intra.expand(B, D, -1))  # [B, D, H]
+        return cross, intra
+
+    def forward(self, item_seq, item_seq_len, item_table=None, tag_table=None):
+        """The user's state for every domain after the sequence: [B, D, H]. Reads no label."""
+        if item_table is None:
+            item_table, tag_table = self.item_representations()  # [n_items, H], [n_items, H] or None
+        cross, intra = self.end_states(item_seq, item_seq_len, item_table, tag_table)  # [B, D, H] or None each
+        if cross is None or intra is None:
+            return intra if cross is None else cross
+        return self.combine(cross, intra)  # [B, D, H]
 
     # ------------------------------------------------------------------ training
     def next_item_nll(self, interaction):

@@ -97,28 +97,42 @@ class TEMA(MultiAttentionRecommender):
             item_feat[self.tag_field], weights, dataset.num(self.tag_field), self.hidden_size, self.tag_fusion_mode
         )
 
-    def item_representations(self):
-        """Fused vectors of every item [n_items, H] and, with tag attention, their tag vectors [n_items, H]."""
+    def modalities(self):
+        """Every item's modality vectors: (names [M], vectors [n_items, M, H], present [n_items, M], tag vectors).
+
+        The tag vectors [n_items, H] (learned tags, else projected ``tag_emb``) feed tag-enriched
+        attention; None without tag attention.
+        """
         ids = self.item_embedding.weight  # [n_items, H]
-        modalities, present = [ids], [torch.ones_like(self.item_domain, dtype=torch.bool)]
+        names, vectors, present = ["id"], [ids], [torch.ones_like(self.item_domain, dtype=torch.bool)]
         for field in self.features.fields:
             values, has = self.features.get(field)  # [n_items, dim], [n_items]
-            modalities.append(self.projections[field](values, has))  # [n_items, H]
+            names.append(field)
+            vectors.append(self.projections[field](values, has))  # [n_items, H]
             present.append(has)
         tag_vectors = None
         if self.tags is not None:
             tag_vectors, has_tags = self.tags()  # [n_items, H], [n_items]
-            modalities.append(tag_vectors)
+            names.append(self.tag_field)
+            vectors.append(tag_vectors)
             present.append(has_tags)
         elif self.tag_source == "tag_emb":
-            tag_vectors = modalities[1 + self.features.fields.index("tag_emb")]  # [n_items, H]
+            tag_vectors = vectors[names.index("tag_emb")]  # [n_items, H]
         if not self.tag_attention:
             tag_vectors = None
+        return names, torch.stack(vectors, 1), torch.stack(present, 1), tag_vectors  # [n_items, M, H], [n_items, M]
+
+    def item_representations(self):
+        """Fused vectors of every item [n_items, H] and, with tag attention, their tag vectors [n_items, H]."""
+        _, vectors, present, tag_vectors = self.modalities()  # [n_items, M, H], [n_items, M]
         if self.fusion is None:
-            return ids, tag_vectors
-        fused = self.fusion(torch.stack(modalities, 1), torch.stack(present, 1))  # [n_items, H]
-        return fused, tag_vectors
+            return vectors[:, 0], tag_vectors
+        return self.fusion(vectors, present), tag_vectors  # [n_items, H]
+
+    def intra_gate(self, cross, intra):
+        """The gate g [..., H] of the user state g * intra + (1 - g) * cross, from both states [..., H]."""
+        return torch.sigmoid(self.gate(torch.cat([cross, intra], -1)))  # [..., H]
 
     def combine(self, cross, intra):
-        g = torch.sigmoid(self.gate(torch.cat([cross, intra], -1)))  # [..., H]
+        g = self.intra_gate(cross, intra)  # [..., H]
         return g * intra + (1 - g) * cross  # [..., H]

@@ -124,3 +124,39 @@ def write_tag_only_dataset(root, name, n_groups=8, warm=5, cold=2, n_users=160, 
             inters.append((f"u{user}", item, time))
     write_dataset(root, name, inters, columns)
     return str(Path(root))
+
+
+def write_driver_dataset(root, name, n_groups=6, per_group=4, n_noise=12, n_users=300, seed=0):
+    """A dataset whose next domain-``a`` item is decided by one history item, through a shared tag.
+
+    Domain ``a`` has ``n_groups`` groups of ``per_group`` items, each tagged ``g<group>`` only; domain
+    ``b`` has noise items tagged ``n0``..``n3``. A user's domain-``a`` items come in pairs of one group
+    (g1 g1 g2 g2 g3), with a ``b`` item after each, then two more ``b`` items (the valid and test
+    targets). So after the test history, the user's next ``a`` item is of group g3: the group of the
+    last ``a`` item of the history (the ``driver``, which is not the last item), and it shares the tag
+    ``g3`` with that item alone. Returns (data_path, {user: (driver item, its tag)}).
+    """
+    rng = random.Random(seed)
+    a_items = {group: [f"a{group}_{k}" for k in range(per_group)] for group in range(n_groups)}
+    b_items = [f"b{k}" for k in range(n_noise)]
+    columns = {"item_id:token": [], "domain:token": [], "tags:token_seq": []}
+    for group, items in a_items.items():
+        for item in items:
+            for column, value in zip(columns, (item, "a", [f"g{group}"])):
+                columns[column].append(value)
+    for item in b_items:
+        for column, value in zip(columns, (item, "b", [f"n{rng.randint(0, 3)}"])):
+            columns[column].append(value)
+    inters, drivers, time = [], {}, 0
+    for user in range(n_users):
+        g1, g2, g3 = rng.sample(range(n_groups), 3)
+        sequence = []
+        for group in (g1, g1, g2, g2, g3):
+            sequence += [rng.choice(a_items[group]), rng.choice(b_items)]
+        sequence += rng.sample(b_items, 2)  # valid, test targets
+        drivers[f"u{user}"] = (sequence[8], f"g{g3}")
+        for item in sequence:
+            time += 1
+            inters.append((f"u{user}", item, time))
+    write_dataset(root, name, inters, columns)
+    return str(Path(root)), drivers
