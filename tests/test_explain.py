@@ -5,7 +5,8 @@ import json
 import pytest
 
 from recbole_tema.errors import ConfigurationError
-from recbole_tema.explain import Explainer, main as explain_main
+from recbole_tema.explain import Explainer
+from recbole_tema.explain import main as explain_main
 from recbole_tema.quick_start import run
 from support.configs import small_model_config
 from support.datasets import write_driver_dataset
