@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import html
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,32 +58,57 @@ class SourceData:
     info: dict = field(default_factory=dict)  # source-specific facts for the build report
 
 
+BOM = "\ufeff"
+
+
 def open_text(path: Path):
-    """Text handle of a plain or gzip-compressed file (by suffix)."""
+    """Text handle of a plain or gzip-compressed file (by suffix); a UTF-8 byte-order mark is dropped."""
     path = Path(path)
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes; a truncated or corrupt gzip file stops with an error that names it."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                yield line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{path}: the compressed file is truncated or corrupt after line {lineno} ({err}); "
+                         "download or copy it again") from err
 
 
 def parse_lines(path: Path, parse: Callable[[str], Optional[T]], bad: BadLines,
                 skip_header: bool = False) -> Iterator[Tuple[int, T]]:
     """Yield (line number, parse(line)) for each non-blank line; a parse error goes to `bad`.
 
+    Lines are decoded one by one, so a line that is not valid UTF-8 is a bad line like any other
+    (named by file and line, skippable); a byte-order mark at the start of the file is dropped.
     `parse` raises ValueError/KeyError/TypeError/SyntaxError on a malformed line and may return
     None for a well-formed line to ignore.
     """
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if (skip_header and lineno == 1) or not line.strip():
-                continue
-            try:
-                value = parse(line)
-            except (ValueError, KeyError, TypeError, SyntaxError, IndexError, AttributeError) as err:
-                bad.handle(path, lineno, f"{type(err).__name__}: {err}"[:300])
-                continue
-            if value is not None:
-                yield lineno, value
+    for lineno, raw in enumerate(_raw_lines(path), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad.handle(path, lineno, f"not valid UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})")
+            continue
+        if lineno == 1:
+            line = line.removeprefix(BOM)
+        if (skip_header and lineno == 1) or not line.strip():
+            continue
+        try:
+            value = parse(line)
+        except (ValueError, KeyError, TypeError, SyntaxError, IndexError, AttributeError) as err:
+            bad.handle(path, lineno, f"{type(err).__name__}: {err}"[:300])
+            continue
+        if value is not None:
+            yield lineno, value
 
 
 _TAG = re.compile(r"<[^>]+>")

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from atomic_data_builders.enrich.items import ItemText
-from atomic_data_builders.sources.base import BadLines, SourceData, clean_text, find_one, parse_lines
+from atomic_data_builders.sources.base import BadLines, SourceData, clean_text, find_one, open_text, parse_lines
 
 NAME = "split"
 
@@ -47,21 +47,35 @@ def _parse_sequence(line: str):
 
 def _read_item_map(path: Path) -> Dict[int, tuple]:
     """{global id: (asin, domain index)}; duplicate ids are an error (the map must be a bijection)."""
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         try:
             raw = json.load(handle)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{err.lineno}: invalid JSON item map ({err.msg})") from err
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not valid UTF-8 (byte {err.object[err.start]:#04x} at offset {err.start})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object {{ASIN: [item_id, domain_index]}}, got {type(raw).__name__}")
     by_id: Dict[int, tuple] = {}
     for asin, value in raw.items():
         try:
-            item_id, domain = int(value[0]), int(value[1])
-        except (TypeError, ValueError, IndexError) as err:
-            raise ValueError(f"{path}: entry {asin!r}: expected [item_id, domain], got {value!r}") from err
+            item_id, domain = (_whole_number(v) for v in value[:2])
+            if len(value) != 2 or domain < 0:
+                raise ValueError
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: entry {asin!r}: expected [item_id, domain_index] with a domain index "
+                             f"0, 1, ..., got {value!r}") from err
         if item_id in by_id:
             raise ValueError(f"{path}: item id {item_id} is mapped twice ({by_id[item_id][0]!r}, {asin!r})")
         by_id[item_id] = (asin, domain)
     return by_id
+
+
+def _whole_number(value) -> int:
+    """An int given as a JSON integer (not 0.5, "1" or true): a map entry's id or domain index."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
 
 
 def _read_titles(path: Path, bad: BadLines) -> Dict[str, tuple]:
@@ -77,20 +91,48 @@ def _read_titles(path: Path, bad: BadLines) -> Dict[str, tuple]:
     return {asin: (domain, clean_text(title)) for _, (asin, domain, title) in parse_lines(path, parse, bad, skip_header=True)}
 
 
-def _domain_names(n: int, explicit: Optional[str], titles: Dict[str, tuple], by_id: Dict[int, tuple]) -> List[str]:
+def _domain_names(by_id: Dict[int, tuple], explicit: Optional[str], titles: Dict[str, tuple], path: Path) -> List[str]:
+    """Names of domain indices 0..n-1: from --domain-names, else from the titles TSV, else d0, d1, ...
+
+    An index that is not one of the domains is an error that names the first item carrying it: a
+    gap in the indices, an index --domain-names does not name, or (with titles) an index whose items
+    the titles file puts in another index's domain or in none.
+    """
+    used = sorted(set(domain for _, domain in by_id.values()))
+    n = used[-1] + 1
+
+    def first_item(index):
+        return next(asin for asin, domain in by_id.values() if domain == index)
+
+    gaps = [i for i in range(n) if i not in used]
+    if gaps:
+        raise ValueError(f"{path}: no item has domain index {gaps[0]} (indices used: {used}, the highest on item "
+                         f"{first_item(used[-1])!r}); domain indices must be 0, 1, ... without gaps")
     if explicit:
         names = [s.strip() for s in explicit.split(",")]
-        if len(names) < n or any(not s or " " in s for s in names):
-            raise ValueError(f"--domain-names needs {n} names without spaces, got {explicit!r}")
-        return names[:n]
-    votes = defaultdict(Counter)  # domain index -> Counter of names seen in the titles file
-    for asin, index in by_id.values():
-        if asin in titles:
-            votes[index][titles[asin][0]] += 1
-    names = [votes[i].most_common(1)[0][0] if votes[i] else f"d{i}" for i in range(n)]
-    if len(set(names)) != n:
+        if any(not s or " " in s for s in names) or len(set(names)) != len(names):
+            raise ValueError(f"--domain-names needs distinct names without spaces, got {explicit!r}")
+        if n > len(names):
+            raise ValueError(f"{path}: item {first_item(n - 1)!r} has domain index {n - 1}, but --domain-names "
+                             f"names {len(names)} domain(s) {names}: fix the entry or name every domain")
+    elif titles:
+        votes = defaultdict(Counter)  # domain index -> Counter of names seen in the titles file
+        for asin, index in by_id.values():
+            if asin in titles:
+                votes[index][titles[asin][0]] += 1
+        names = []
+        for index in range(n):
+            if not votes[index]:
+                raise ValueError(f"{path}: no item of domain index {index} (e.g. {first_item(index)!r}) has a row in "
+                                 f"the titles file: fix the index, or give --domain-names")
+            name = votes[index].most_common(1)[0][0]
+            if name in names:
+                raise ValueError(f"{path}: items of domain index {index} (e.g. {first_item(index)!r}) are in domain "
+                                 f"{name!r} by the titles file, which is domain index {names.index(name)}: fix the index")
+            names.append(name)
+    else:
         names = [f"d{i}" for i in range(n)]
-    return names
+    return names[:n]
 
 
 def read(args, bad: BadLines) -> SourceData:
@@ -100,9 +142,8 @@ def read(args, bad: BadLines) -> SourceData:
     titles_path = Path(args.titles) if args.titles else find_one(folder, "titles.tsv", "titles", required=False)
 
     by_id = _read_item_map(map_path)
-    n_domains = max(d for _, d in by_id.values()) + 1
     titles = _read_titles(titles_path, bad) if titles_path else {}
-    domains = _domain_names(n_domains, args.domain_names, titles, by_id)
+    domains = _domain_names(by_id, args.domain_names, titles, map_path)
 
     users: List[str] = []
     items: List[str] = []

@@ -1,0 +1,75 @@
+"""Bad input never becomes silently wrong data: each case is converted as the report says, or refused
+with a message that names the file (and line or entry) and says what to do."""
+import gzip
+import json
+
+import pytest
+
+from support.raw_sources import read_inter, read_item, run_cli, write_amazon2018, write_split
+
+PLAIN = ["--plain", "--no-progress"]
+
+
+def _build(raw, out, *extra):
+    return run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "toy", *PLAIN, *extra)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_user(tmp_path):
+    raw = write_split(tmp_path / "raw")
+    sequences = raw / "toy_5_preprocessed.txt"
+    sequences.write_bytes(b"\xef\xbb\xbf" + sequences.read_bytes())
+    (raw / "map_item_5.txt").write_bytes(b"\xef\xbb\xbf" + (raw / "map_item_5.txt").read_bytes())
+    assert _build(raw, tmp_path / "out") == 0
+    assert sorted(set(read_inter(tmp_path / "out/toy/toy.inter")["user_id:token"])) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("index", [2, -1, 0.5, 7, "1", True])
+def test_a_domain_index_outside_the_domains_is_refused(tmp_path, capsys, index):
+    raw = write_split(tmp_path / "raw")
+    mapping = json.loads((raw / "map_item_5.txt").read_text())
+    mapping["K2"] = [5, index]
+    (raw / "map_item_5.txt").write_text(json.dumps(mapping))
+    assert _build(raw, tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "map_item_5.txt" in error and "K2" in error
+    assert not (tmp_path / "out/toy/toy.inter").exists()
+
+
+def test_a_domain_index_gap_is_refused(tmp_path, capsys):
+    raw = write_split(tmp_path / "raw", titles=False)
+    mapping = {asin: [item_id, 2 * domain] for asin, (item_id, domain) in
+               json.loads((raw / "map_item_5.txt").read_text()).items()}  # domains 0 and 2
+    (raw / "map_item_5.txt").write_text(json.dumps(mapping))
+    assert _build(raw, tmp_path / "out") == 2
+    assert "no item has domain index 1" in capsys.readouterr().err
+
+
+def test_invalid_utf8_is_a_bad_line_that_can_be_skipped(tmp_path, capsys):
+    raw = write_split(tmp_path / "raw")
+    with open(raw / "titles.tsv", "ab") as handle:
+        handle.write(b"F9\tfood\tbad \xff byte\n")
+    assert _build(raw, tmp_path / "out") == 2
+    assert "titles.tsv:8: not valid UTF-8 (byte 0xff at column 13)" in capsys.readouterr().err
+    assert _build(raw, tmp_path / "out", "--skip-bad-lines") == 0
+    report = json.loads((tmp_path / "out/toy/toy.report.json").read_text())
+    assert report["bad_lines"]["skipped"] == 1 and "not valid UTF-8" in report["bad_lines"]["first"][str(raw / "titles.tsv")]
+
+
+def test_a_truncated_gzip_file_is_named(tmp_path, capsys):
+    raw = write_amazon2018(tmp_path / "raw")
+    meta = raw / "meta_Kitchen.json"
+    data = gzip.compress(meta.read_bytes() * 50)
+    (raw / "meta_Kitchen.json.gz").write_bytes(data[: len(data) // 2])
+    meta.unlink()
+    assert run_cli("amazon2018", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *PLAIN) == 2
+    error = capsys.readouterr().err
+    assert "meta_Kitchen.json.gz: the compressed file is truncated or corrupt" in error and "again" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_items_keep_their_domains(tmp_path):
+    raw = write_split(tmp_path / "raw")
+    assert _build(raw, tmp_path / "out") == 0
+    item = read_item(tmp_path / "out/toy/toy.item")
+    assert dict(zip(item["item_id:token"], item["domain:token"])) == {
+        "F1": "food", "F2": "food", "F3": "food", "K1": "kitchen", "K2": "kitchen"}
