@@ -136,6 +136,8 @@ def main(argv=None) -> int:
             with report.stage("read") as facts:
                 source = SOURCES[args.source].read(args, bad)
                 facts.update(rows=int(len(source.inter)), items=len(source.items), domains=source.domains)
+            for note in source.info.get("notes", []):  # conversions the reader made (e.g. time units)
+                report.note(note)
             report.data["bad_lines"] = bad.summary()
             folder = pipeline.build(source, args, report)
     except (BadLineError, FileNotFoundError, ValueError, RuntimeError) as err:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from atomic_data_builders.enrich.items import ItemText
@@ -30,6 +31,7 @@ class Release:
     meta_patterns: Sequence[str]
     parse_review: Callable[[str], Review]
     parse_meta: Callable[[str], dict]  # -> {item_id, title, description, categories, image}
+    time_unit: str = "s"  # the unit of the dump's review times: "s" or "ms" (parse_review returns seconds)
 
 
 def add_arguments(parser) -> None:
@@ -82,26 +84,63 @@ def _parse_domains(folder: Path, release: Release, spec: Optional[Sequence[str]]
     return pairs
 
 
+# Unix seconds of plausible review times (1990-01-01 .. 2100-01-01); milliseconds are 1000x.
+PLAUSIBLE_SECONDS = (631_152_000, 4_102_444_800)
+
+
+def seconds_by_magnitude(times: List[float], lines: List[int], path: Path, unit: str) -> Tuple[List[float], str, bool]:
+    """The file's review times in seconds, what the report says of them, and whether they were converted.
+
+    parse_review converts from the release's documented ``unit``; a file written in the other unit
+    (milliseconds where seconds are documented, or the reverse) is recognised by the magnitude of its
+    median time and converted, which the report states. A time that is then not a date between 1990
+    and 2100 is an error naming its line.
+    """
+    if not times:
+        return times, "no reviews", False
+    values = np.asarray(times, dtype=np.float64)  # [R] seconds, if the file is in the documented unit
+    median = float(np.median(values))
+    low, high = PLAUSIBLE_SECONDS
+    scale, note = 1, f"unix {'seconds' if unit == 's' else 'milliseconds'}, as documented"
+    if unit == "s" and low * 1000 <= median < high * 1000:
+        scale, note = 1e-3, "milliseconds where seconds are documented: divided by 1000"
+    elif unit == "ms" and low / 1000 <= median < high / 1000:
+        scale, note = 1e3, "seconds where milliseconds are documented: multiplied by 1000"
+    values = values * scale
+    outside = np.flatnonzero((values < low) | (values >= high))
+    if len(outside):
+        raise ValueError(f"{path}:{lines[outside[0]]}: review time {times[outside[0]]!r} is not a date between 1990 "
+                         f"and 2100 (the file's times are {note}); fix or drop the line")
+    return values.tolist(), note, scale != 1
+
+
 def read_release(release: Release, args, bad: BadLines) -> SourceData:
     folder = Path(args.input)
     pairs = _parse_domains(folder, release, getattr(args, "domains", None))
     users, items, times, ratings, domains_col = [], [], [], [], []
     item_domain: Dict[str, str] = {}
     conflicts = Counter()
-    files = {}
+    files, notes = {}, []
     for stem, name in pairs:
         review_path = _find(folder, release.review_patterns, stem, "review")
         files[name] = {"reviews": review_path.name}
-        for _, (user, item, ts, rating) in parse_lines(review_path, release.parse_review, bad):
+        file_times, file_lines = [], []
+        for lineno, (user, item, ts, rating) in parse_lines(review_path, release.parse_review, bad):
             owner = item_domain.setdefault(item, name)
             if owner != name:  # an item listed in two categories stays in the first one
                 conflicts[name] += 1
                 continue
             users.append(user)
             items.append(item)
-            times.append(ts)
+            file_times.append(ts)
+            file_lines.append(lineno)
             ratings.append(rating)
             domains_col.append(name)
+        file_times, files[name]["timestamps"], converted = seconds_by_magnitude(file_times, file_lines, review_path,
+                                                                                       release.time_unit)
+        times += file_times
+        if converted:
+            notes.append(f"{review_path.name}: review times in {files[name]['timestamps']}")
     inter = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times, "domain": domains_col,
                           "rating": pd.array(ratings, dtype="Float64").astype("float64")})
     inter["order"] = range(len(inter))
@@ -120,7 +159,7 @@ def read_release(release: Release, args, bad: BadLines) -> SourceData:
                 texts[item] = ItemText(domain=name, **meta)
     for item, name in item_domain.items():
         texts.setdefault(item, ItemText(item_id=item, domain=name))
-    info = {"files": files, "cross_domain_items_dropped": dict(conflicts),
+    info = {"files": files, "notes": notes, "cross_domain_items_dropped": dict(conflicts),
             "items_with_title": {n: sum(1 for t in texts.values() if t.domain == n and t.title) for _, n in pairs},
             "items_with_image_url": {n: sum(1 for t in texts.values() if t.domain == n and t.image) for _, n in pairs}}
     return SourceData(inter=inter, items=texts, domains=[n for _, n in pairs], info=info)

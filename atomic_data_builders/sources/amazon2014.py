@@ -1,4 +1,4 @@
-"""Amazon 2014 (McAuley et al.): `ratings_<Domain>.csv` (user,item,rating,time) and
+"""Amazon 2014 (McAuley et al.): `ratings_<Domain>.csv(.gz)` (user,item,rating,time) and
 `meta_<Domain>.json(.gz)` (one Python-literal dict a line: asin, title, description, imUrl, categories)."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def parse_meta(line: str) -> dict:
             "image": record.get("imUrl") or None}
 
 
-RELEASE = amazon.Release(NAME, ["ratings_{stem}.csv"], ["meta_{stem}.json.gz", "meta_{stem}.json"],
+RELEASE = amazon.Release(NAME, ["ratings_{stem}.csv.gz", "ratings_{stem}.csv"], ["meta_{stem}.json.gz", "meta_{stem}.json"],
                          parse_review, parse_meta)
 
 

@@ -35,7 +35,7 @@ def parse_meta(line: str) -> dict:
 
 
 RELEASE = amazon.Release(NAME, ["{stem}.jsonl.gz", "{stem}.jsonl"], ["meta_{stem}.jsonl.gz", "meta_{stem}.jsonl"],
-                         parse_review, parse_meta)
+                         parse_review, parse_meta, time_unit="ms")
 
 
 def read(args, bad):

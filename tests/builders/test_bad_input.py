@@ -5,9 +5,18 @@ import json
 
 import pytest
 
-from support.raw_sources import read_inter, read_item, run_cli, write_amazon2018, write_split
+from support.raw_sources import (
+    read_inter,
+    read_item,
+    run_cli,
+    write_amazon2014,
+    write_amazon2018,
+    write_amazon2023,
+    write_split,
+)
 
 PLAIN = ["--plain", "--no-progress"]
+UNFILTERED = ["--k-core", 1, "--no-all-domains", *PLAIN]  # every review of the tiny Amazon fixtures
 
 
 def _build(raw, out, *extra):
@@ -73,3 +82,47 @@ def test_items_keep_their_domains(tmp_path):
     item = read_item(tmp_path / "out/toy/toy.item")
     assert dict(zip(item["item_id:token"], item["domain:token"])) == {
         "F1": "food", "F2": "food", "F3": "food", "K1": "kitchen", "K2": "kitchen"}
+
+
+def _times(path):
+    return read_inter(path)["timestamp:float"].astype(float)
+
+
+@pytest.mark.parametrize("source,writer,scale", [("amazon2018", write_amazon2018, 1000),  # ms where s documented
+                                                 ("amazon2023", write_amazon2023, 0.001)])  # s where ms documented
+def test_timestamps_in_the_other_unit_are_converted_and_reported(tmp_path, source, writer, scale):
+    raw = writer(tmp_path / "raw")
+    assert run_cli(source, "--input", raw, "--output-dir", tmp_path / "ok", "--dataset", "d", *UNFILTERED) == 0
+    for path in raw.iterdir():
+        if not path.name.startswith("meta_"):
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt") as handle:
+                records = [json.loads(line) for line in handle]
+            for record in records:
+                key = "unixReviewTime" if "unixReviewTime" in record else "timestamp"
+                record[key] = int(record[key] * scale)
+            with opener(path, "wt") as handle:
+                handle.writelines(json.dumps(record) + "\n" for record in records)
+    assert run_cli(source, "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *UNFILTERED) == 0
+    expected = _times(tmp_path / "ok/d/d.inter")
+    assert (_times(tmp_path / "out/d/d.inter") - expected).abs().max() < 2  # same dates (ties are stepped by 1 s)
+    report = (tmp_path / "out/d/d.report.md").read_text()
+    assert ("divided by 1000" if scale > 1 else "multiplied by 1000") in report
+
+
+def test_a_time_that_is_no_date_names_its_line(tmp_path, capsys):
+    raw = write_amazon2018(tmp_path / "raw")
+    with open(raw / "Kitchen.json", "a") as handle:
+        handle.write(json.dumps({"reviewerID": "u9", "asin": "K1", "overall": 5.0, "unixReviewTime": 12}) + "\n")
+    assert run_cli("amazon2018", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *UNFILTERED) == 2
+    error = capsys.readouterr().err
+    assert "Kitchen.json:" in error and "review time 12" in error and "between 1990 and 2100" in error
+
+
+def test_amazon2014_reads_gzipped_ratings(tmp_path):
+    raw = write_amazon2014(tmp_path / "raw")
+    for path in raw.glob("ratings_*.csv"):
+        (raw / (path.name + ".gz")).write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    assert run_cli("amazon2014", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *UNFILTERED) == 0
+    assert set(read_item(tmp_path / "out/d/d.item")["domain:token"]) == {"grocery", "kitchen"}

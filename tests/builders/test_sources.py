@@ -161,4 +161,5 @@ def test_domains_are_found_by_file_name(tmp_path):
                    "--no-all-domains", *PLAIN) == 0
     report = json.loads((tmp_path / "out/d/d.report.json").read_text())
     assert sorted(report["dataset"]["per_domain"]) == ["grocery", "kitchen"]
-    assert report["source_info"]["files"]["grocery"] == {"reviews": "Grocery_5.json", "meta": "meta_Grocery.json"}
+    assert report["source_info"]["files"]["grocery"] == {"reviews": "Grocery_5.json", "meta": "meta_Grocery.json",
+                                                         "timestamps": "unix seconds, as documented"}
