@@ -22,6 +22,15 @@ def _restore_numpy_aliases():
             setattr(np, alias, getattr(np, target))
 
 
+def _set_recbole_numpy_aliases():
+    # RecBole's Config.__init__ defines np.float, np.int, ... (removed in numpy 1.24) and its Dataset
+    # uses them. A checkpoint's Config is unpickled, not constructed, so a process that only reloads
+    # a model (load_data_and_model, the explainer) needs them set here.
+    from recbole.config import Config
+
+    Config.compatibility_settings(None)
+
+
 def _switch_off_anomaly_detection():
     # recbole/model/sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True)
     # at import, and the package __init__ imports it: every model then trains ~2x slower.
@@ -51,6 +60,7 @@ def apply():
     if _APPLIED:
         return
     _restore_numpy_aliases()
+    _set_recbole_numpy_aliases()
     silence_recbole_warnings()
     _switch_off_anomaly_detection()
     _APPLIED = True

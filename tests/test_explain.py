@@ -1,6 +1,8 @@
 """Explanations of TEMA's recommendations, on data whose right explanation is known."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -95,3 +97,14 @@ def test_other_models_are_refused(tmp_path):
     model_file, drivers = _train(tmp_path, model="LLMEMF", epochs=1)
     with pytest.raises(ConfigurationError, match="is a LLMEMF checkpoint: explanations are for TEMA"):
         Explainer(model_file)
+
+
+def test_explains_from_a_fresh_process(trained):
+    # A process that only reloads a checkpoint never builds a Config: RecBole's numpy aliases must
+    # still be there (compat), or loading the dataset fails with `np.float`.
+    explainer, drivers = trained
+    user = sorted(drivers)[0]
+    done = subprocess.run([sys.executable, "-m", "recbole_tema.explain", "--model-file", explainer.model_file,
+                           "--user", user, "--format", "json", "--k", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["user"] == user
