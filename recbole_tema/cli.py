@@ -7,6 +7,7 @@ Any other ``--key=value`` overrides a configuration key, exactly as in RecBole.
 
 import argparse
 import sys
+import traceback
 
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import TARGETS_KEY
@@ -18,6 +19,7 @@ def _parser():
     parser.add_argument("--dataset", "-d", default="ml-100k-cd", help="dataset name (default: ml-100k-cd, built in)")
     parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
     parser.add_argument("--list_models", action="store_true", help="print the available model names and exit")
+    parser.add_argument("--verbose", action="store_true", help="with an error, print its traceback too")
     return parser
 
 
@@ -48,6 +50,8 @@ def main():
     try:
         result = run(model=args.model, dataset=args.dataset, config_file_list=config_files)
     except ConfigurationError as error:
+        if args.verbose:
+            traceback.print_exc()
         print(f"run_recbole: error: {error}", file=sys.stderr)
         return 2
     test_result = result["test_result"]

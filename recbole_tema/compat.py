@@ -3,7 +3,9 @@
 Each fix is here because of a failure measured on this stack; see the README's "Stack" section.
 """
 
+import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,6 +72,20 @@ def load_checkpoint(path, map_location=None):
     """Load a RecBole checkpoint written by this user's own training run.
 
     RecBole pickles its Config into checkpoints, which torch >= 2.6 refuses under its default
-    ``weights_only=True``. Only call this on files the user made.
+    ``weights_only=True``. Only call this on files the user made. A file that is missing, empty,
+    truncated or not a checkpoint is a ConfigurationError that names it.
     """
-    return torch.load(path, map_location=map_location, weights_only=False)
+    from recbole_tema.errors import ConfigurationError
+
+    if not Path(path).is_file():
+        raise ConfigurationError(f"Checkpoint [{path}] does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, ValueError, AttributeError, ImportError) as error:
+        raise ConfigurationError(
+            f"Checkpoint [{path}] cannot be read ({type(error).__name__}: {str(error)[:200]}): it is empty, "
+            "truncated (was training stopped while it was written?) or not a RecBole checkpoint."
+        ) from error
+    if not isinstance(checkpoint, dict) or not {"state_dict", "config"} <= set(checkpoint):
+        raise ConfigurationError(f"Checkpoint [{path}] is not a RecBole checkpoint (no state_dict and config).")
+    return checkpoint

@@ -9,10 +9,19 @@ from recbole.utils import ModelType
 from recbole_tema import compat
 from recbole_tema.data.builtin import builtin_item_columns
 from recbole_tema.data.domains import DEFAULT_DOMAIN_FIELD
+from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import parse_eval_mode
 from recbole_tema.registry import get_model
 
 PROPERTIES = Path(__file__).parent / "properties"
+
+
+def _header(path, separator):
+    """Column names of an atomic file's header line, [] where the file does not exist."""
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(separator)]
 
 
 def _item_header(dataset_dir, dataset, separator):
@@ -20,8 +29,12 @@ def _item_header(dataset_dir, dataset, separator):
     path = Path(dataset_dir) / f"{dataset}.item"
     if not path.is_file():
         return builtin_item_columns(dataset) or []
-    with open(path, encoding="utf-8") as handle:
-        return [column.split(":")[0] for column in handle.readline().rstrip("\r\n").split(separator)]
+    return _header(path, separator)
+
+
+# Keys whose value must be a positive integer wherever a model or RecBole reads them.
+POSITIVE_INT_KEYS = ("hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads", "MAX_ITEM_LIST_LENGTH",
+                     "train_batch_size", "eval_batch_size", "epochs")
 
 
 class Config(RecBoleConfig):
@@ -64,10 +77,12 @@ class Config(RecBoleConfig):
             config["train_neg_sample_args"] = None
         super()._set_default_parameters()
         config["DOMAIN_FIELD"] = config.get("DOMAIN_FIELD") or DEFAULT_DOMAIN_FIELD
+        self._check_sizes()
         header = _item_header(config["data_path"], self.dataset, config["field_separator"])
         # The protocol ranks leave-one-out targets of sequences: it applies to sequential models.
         config["cross_domain"] = config["DOMAIN_FIELD"] in header and config["MODEL_TYPE"] == ModelType.SEQUENTIAL
         if not config["cross_domain"]:
+            self._load_time_of_sequences()
             return
         if "load_col" not in self.external_config_dict and "load_col" not in self.plugin_dataset_keys:
             # RecBole's default loads only user and item ids: no time order, no domain, no features.
@@ -79,3 +94,23 @@ class Config(RecBoleConfig):
         config["cd_eval_negatives"] = {phase: parse_eval_mode(eval_args["mode"][phase]) for phase in ("valid", "test")}
         eval_args["mode"] = {"valid": "full", "test": "full"}
         config["eval_args"] = eval_args
+
+    def _check_sizes(self):
+        for key in POSITIVE_INT_KEYS:
+            value = self.final_config_dict.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigurationError(f"{key} must be a positive integer, got [{value!r}] "
+                                         f"(from --{key}=, a config file or the model's defaults).")
+
+    def _load_time_of_sequences(self):
+        """A sequential model on a dataset without domains orders each user's items by time: RecBole's
+        default ``load_col`` leaves the time column out, so add it where the ``.inter`` file has one."""
+        config = self.final_config_dict
+        if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or "load_col" in self.external_config_dict:
+            return
+        if "load_col" in self.plugin_dataset_keys or not config.get("load_col"):
+            return
+        inter = _header(Path(config["data_path"]) / f"{self.dataset}.inter", config["field_separator"])
+        columns = config["load_col"].setdefault("inter", [])
+        if config["TIME_FIELD"] in inter and config["TIME_FIELD"] not in columns:
+            columns.append(config["TIME_FIELD"])

@@ -8,11 +8,12 @@ from recbole.utils import get_trainer, init_logger, init_seed, set_color
 
 from recbole_tema import compat
 from recbole_tema.config import Config
+from recbole_tema.data import checks
 from recbole_tema.data.builtin import ensure_builtin_dataset
 from recbole_tema.data.training_rows import sequence_train_loader, train_rows_of
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import CrossDomainProtocol
-from recbole_tema.evaluation.trainer import cross_domain_trainer_class
+from recbole_tema.evaluation.trainer import plugin_trainer_class
 from recbole_tema.warmup import LinearWarmup
 
 
@@ -23,7 +24,9 @@ def prepare_data(config):
     training sequence instead of one per prefix (recbole_tema/data/training_rows.py).
     """
     ensure_builtin_dataset(config["dataset"], config["data_path"])  # a built-in dataset is made on first use
+    checks.check_files(config)
     dataset = create_dataset(config)
+    checks.check_loaded(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if train_rows_of(config) == "sequence":
         if not getattr(config.model_class, "supports_sequence_rows", False):
@@ -37,12 +40,9 @@ def prepare_data(config):
 
 def build_trainer(config, model, train_data):
     """The model's RecBole trainer; on a cross-domain dataset, with the cross-domain protocol."""
-    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    trainer = plugin_trainer_class(get_trainer(config["MODEL_TYPE"], config["model"]), config["cross_domain"])(config, model)
     if config["cross_domain"]:
-        trainer = cross_domain_trainer_class(trainer_class)(config, model)
         trainer.attach_protocol(CrossDomainProtocol(config, train_data._dataset))
-    else:
-        trainer = trainer_class(config, model)
     if config["lr_warmup_epochs"]:
         LinearWarmup(trainer, config["lr_warmup_epochs"], len(train_data))
     return trainer

@@ -1,4 +1,4 @@
-"""A trainer mixin that evaluates any RecBole trainer's model with the cross-domain protocol."""
+"""Trainer mixins: checkpoint reloading that works on today's torch, and the cross-domain protocol."""
 
 import torch
 from recbole.utils import calculate_valid_score, set_color
@@ -7,18 +7,12 @@ from tqdm import tqdm
 from recbole_tema.compat import load_checkpoint
 
 
-class CrossDomainEvaluation:
-    """Mix in before a RecBole trainer class: replaces ``evaluate`` (and checkpoint reloads).
+class CheckpointReloading:
+    """Mix in before any RecBole trainer: checkpoints are reloaded through ``compat.load_checkpoint``.
 
-    Model selection is unchanged: RecBole's ``fit`` reads ``valid_metric`` from the dict returned
-    here, so any overall or per-domain key (``mrr``, ``ndcg@10/food``) can select the model.
+    RecBole's own ``evaluate(load_best_model=True)`` and ``resume_checkpoint`` call ``torch.load``
+    with its default ``weights_only=True``, which refuses RecBole's pickled Config on torch >= 2.6.
     """
-
-    protocol = None
-
-    def attach_protocol(self, protocol):
-        self.protocol = protocol
-        return self
 
     def _load_best(self, model_file):
         checkpoint_file = model_file or self.saved_model_file
@@ -28,7 +22,7 @@ class CrossDomainEvaluation:
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
     def resume_checkpoint(self, resume_file):
-        # Same as RecBole's, but through load_checkpoint: its torch.load fails on torch >= 2.6.
+        # Same as RecBole's, but through load_checkpoint.
         self.saved_model_file = str(resume_file)
         checkpoint = load_checkpoint(self.saved_model_file, map_location=self.device)
         self.start_epoch = checkpoint["epoch"] + 1
@@ -40,6 +34,25 @@ class CrossDomainEvaluation:
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            self._load_best(model_file)
+        return super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
+
+
+class CrossDomainEvaluation(CheckpointReloading):
+    """Mix in before a RecBole trainer: replaces ``evaluate`` with the cross-domain protocol's.
+
+    Model selection is unchanged: RecBole's ``fit`` reads ``valid_metric`` from the dict returned
+    here, so any overall or per-domain key (``mrr``, ``ndcg@10/food``) can select the model.
+    """
+
+    protocol = None
+
+    def attach_protocol(self, protocol):
+        self.protocol = protocol
+        return self
 
     def _score_all_items(self, interaction):
         """[B, n_items] scores; models without full_sort_predict are scored item by item in batches."""
@@ -104,8 +117,9 @@ def _chunks(interaction, size):
         yield interaction[start : start + size]
 
 
-def cross_domain_trainer_class(trainer_class):
-    """The trainer class a model uses, with the cross-domain protocol mixed in."""
-    if issubclass(trainer_class, CrossDomainEvaluation):
+def plugin_trainer_class(trainer_class, cross_domain):
+    """The trainer class a model uses: with the cross-domain protocol, or with checkpoint reloading only."""
+    mixin = CrossDomainEvaluation if cross_domain else CheckpointReloading
+    if issubclass(trainer_class, mixin):
         return trainer_class
-    return type(f"CrossDomain{trainer_class.__name__}", (CrossDomainEvaluation, trainer_class), {})
+    return type(f"{'CrossDomain' if cross_domain else 'Plugin'}{trainer_class.__name__}", (mixin, trainer_class), {})
