@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 
 from atomic_data_builders import build as pipeline
@@ -42,6 +43,7 @@ def _add_output(parser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset name: files go to OUTPUT_DIR/NAME/NAME.*")
     parser.add_argument("--cache-dir", help="stage caches (default OUTPUT_DIR/NAME/.cache)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="with an error, print its traceback too")
 
 
 def _add_enrichment(parser) -> None:
@@ -120,6 +122,14 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: Exception) -> str:
+    """The message of an expected error; a file-system error names its path and what to do."""
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename:
+        return (f"cannot use {err.filename}: {err.strerror}; check that the input is readable and that "
+                "--output-dir and --cache-dir are folders you can write")
+    return str(err)
+
+
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,9 +150,11 @@ def main(argv=None) -> int:
                 report.note(note)
             report.data["bad_lines"] = bad.summary()
             folder = pipeline.build(source, args, report)
-    except (BadLineError, FileNotFoundError, ValueError, RuntimeError) as err:
+    except (BadLineError, FileNotFoundError, ValueError, RuntimeError, OSError) as err:
         # RuntimeError: the LLM tagger stopped (server gone, auth refused); its cache keeps the work done
-        print(f"error: {err}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     report.data["seconds"] = round(time.perf_counter() - started, 1)
     report.write(folder, args.dataset)

@@ -209,6 +209,11 @@ def render_messages(prompt: Prompt, item, max_description_chars: int = 600) -> l
 # reply parsing
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
+# Bounds on one reply, so that one item can never cost more than a fixed, small time: a tag list
+# of a few dozen short tags is a few kilobytes.
+MAX_REPLY_CHARS = 65_536
+MAX_REPLY_ELEMENTS = 256
+MAX_TAG_CHARS = 200
 
 
 def parse_reply(text: Optional[str], max_tags: int = 10, max_words: int = 4, title: str = "") -> list[str]:
@@ -216,9 +221,13 @@ def parse_reply(text: Optional[str], max_tags: int = 10, max_words: int = 4, tit
 
     Accepted: the list alone, or the list alone inside one Markdown code fence. Anything else
     (prose, malformed or truncated JSON, an object, a non-string element, an empty list) is bad.
-    Repeated tags keep their first place; a tag of more than `max_words` words or equal to the
-    title is dropped (small models echo the title); at most `max_tags` tags are kept, in order.
+    Repeated tags keep their first place; a tag of more than `max_words` words (or MAX_TAG_CHARS
+    characters) or equal to the title is dropped (small models echo the title); at most `max_tags`
+    tags are kept, in order. A reply over MAX_REPLY_CHARS characters or MAX_REPLY_ELEMENTS elements
+    is bad before any further work, so one reply costs a bounded time.
     """
+    if text and len(text) > MAX_REPLY_CHARS:
+        raise BadReply(f"reply of {len(text):,} characters, over the {MAX_REPLY_CHARS:,} a tag list needs")
     body = (text or "").strip()
     fenced = _FENCE.fullmatch(body)
     if fenced:
@@ -231,17 +240,19 @@ def parse_reply(text: Optional[str], max_tags: int = 10, max_words: int = 4, tit
         raise BadReply(f"not JSON: {err.msg} at character {err.pos}") from None
     if not isinstance(value, list):
         raise BadReply(f"JSON {type(value).__name__}, not a list")
+    if len(value) > MAX_REPLY_ELEMENTS:
+        raise BadReply(f"a list of {len(value):,} elements, over {MAX_REPLY_ELEMENTS}")
     title_tag = normalize_tag(title)
-    tags: list[str] = []
+    tags: dict[str, None] = {}  # ordered set: linear de-duplication
     for k, element in enumerate(value):
         if not isinstance(element, str):
             raise BadReply(f"element {k} is a {type(element).__name__}, not a string")
-        tag = normalize_tag(element)
-        if tag and tag not in tags and tag != title_tag and len(tag.split("_")) <= max_words:
-            tags.append(tag)
+        tag = normalize_tag(element) if len(element) <= MAX_TAG_CHARS else ""  # a tag is a few words
+        if tag and tag != title_tag and len(tag.split("_")) <= max_words:
+            tags.setdefault(tag)
     if not tags:
         raise BadReply(f"no usable tag among {len(value)} element(s)")
-    return tags[:max_tags]
+    return list(tags)[:max_tags]
 
 
 # ---------------------------------------------------------------------------------------------

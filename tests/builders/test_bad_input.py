@@ -126,3 +126,19 @@ def test_amazon2014_reads_gzipped_ratings(tmp_path):
         path.unlink()
     assert run_cli("amazon2014", "--input", raw, "--output-dir", tmp_path / "out", "--dataset", "d", *UNFILTERED) == 0
     assert set(read_item(tmp_path / "out/d/d.item")["domain:token"]) == {"grocery", "kitchen"}
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--cache-dir"])
+def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, flag):
+    raw = write_split(tmp_path / "raw")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "out" if flag == "--output-dir" else tmp_path / "out"
+    extra = [] if flag == "--output-dir" else ["--cache-dir", blocker / "cache"]
+    assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "toy", "--no-progress", *extra) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cannot use ") and str(blocker) in error and "Traceback" not in error
+    assert len(error.splitlines()) == 1
+    assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "toy", "--no-progress", "--verbose",
+                   *extra) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -139,6 +139,18 @@ def test_parse_reply_drops_duplicates_overlong_tags_and_title_echo():
         parse_reply(json.dumps(["one two three four five six", "Organic green tea"]), title="Organic green tea")
 
 
+def test_a_huge_reply_is_refused_before_it_is_parsed():
+    # A valid JSON list of a million strings (~11 MB) once spun the builder for hours.
+    huge = json.dumps([f"tag {k}" for k in range(1_000_000)])
+    with pytest.raises(BadReply, match="characters, over the 65,536"):
+        parse_reply(huge)
+    with pytest.raises(BadReply, match="a list of 257 elements, over 256"):
+        parse_reply(json.dumps(["t"] * 257))
+    long_tag = "x" * 201  # one word, but no tag: dropped, the others kept
+    assert parse_reply(json.dumps([long_tag, "tea"] + [f"t{k % 50}" for k in range(250)])) == ["tea"] + [
+        f"t{k}" for k in range(9)]
+
+
 def test_prompts_are_domain_aware_and_overridable(tmp_path):
     item = items(1)[0]
     messages = render_messages(load_prompts()["food"], item)
