@@ -9,6 +9,8 @@ finally decides the order of tied rows.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -192,3 +194,71 @@ def item_column_types(path: Path) -> dict:
     """{column: atomic type} from a `.item` header."""
     with open(path, encoding="utf-8") as handle:
         return dict(h.split(":", 1) for h in handle.readline().rstrip("\n").split("\t"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset folder changes as a whole: NAME.manifest.json fingerprints NAME.inter and NAME.item.
+
+FINGERPRINT_BYTES = 1 << 20  # the fingerprint reads the first and the last MiB of a file, and its size
+
+
+def fingerprint(path: Path) -> str:
+    """A quick content fingerprint: sha256 of the size, the first and the last MiB."""
+    digest = hashlib.sha256()
+    size = Path(path).stat().st_size
+    digest.update(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(FINGERPRINT_BYTES))
+        handle.seek(max(size - FINGERPRINT_BYTES, 0))
+        digest.update(handle.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def manifest_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"{name}.manifest.json"
+
+
+class DatasetFiles:
+    """Replace a dataset's `.inter` and `.item` together, detectably.
+
+    Write each file to ``staged(suffix)``; ``commit()`` then writes the manifest (the fingerprints of
+    the new files) and renames the staged files over the final names. A kill at any point leaves
+    either the old files with the old manifest, or files that do not match the manifest, which
+    ``check_manifest`` (run when the plugin loads the dataset) reports; never a silent mix.
+    """
+
+    SUFFIXES = ("inter", "item")
+
+    def __init__(self, folder: Path, name: str):
+        self.folder, self.name = Path(folder), name
+
+    def final(self, suffix: str) -> Path:
+        return self.folder / f"{self.name}.{suffix}"
+
+    def staged(self, suffix: str) -> Path:
+        return self.folder / f".{self.name}.{suffix}.staged"
+
+    def commit(self) -> None:
+        sources = {suffix: self.staged(suffix) if self.staged(suffix).exists() else self.final(suffix)
+                   for suffix in self.SUFFIXES}
+        with atomic_open(manifest_path(self.folder, self.name)) as handle:
+            json.dump({"files": {self.final(s).name: fingerprint(p) for s, p in sources.items() if p.exists()}},
+                      handle, indent=1)
+        for suffix, path in sources.items():
+            if path == self.staged(suffix):
+                os.replace(path, self.final(suffix))
+
+
+def check_manifest(folder: Path, name: str) -> Optional[str]:
+    """None when the folder's files match its manifest (or it has none), else what is wrong."""
+    path = manifest_path(folder, name)
+    if not path.exists():
+        return None
+    expected = json.loads(path.read_text(encoding="utf-8"))["files"]
+    for file_name, digest in expected.items():
+        file = Path(folder) / file_name
+        if not file.exists() or fingerprint(file) != digest:
+            return (f"{file} is not the file its build recorded in {path.name}: a build was interrupted while it "
+                    "replaced the dataset's files, so they come from two builds. Run the same build command "
+                    "again (it resumes from its cache).")
+    return None

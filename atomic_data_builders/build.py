@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from atomic_data_builders.atomic import (
+    DatasetFiles,
     atomic_open,
     item_column_types,
     order_interactions,
@@ -70,10 +71,11 @@ def build(source: SourceData, args, report: BuildReport) -> Path:
     save_items(cache_folder(args) / "items.jsonl", items)
     table = pd.DataFrame({"item_id": [it.item_id for it in items], "domain": [it.domain for it in items]})
     table = run_stages(items, table, args, report)
+    files = DatasetFiles(folder, args.dataset)
     with report.stage("write inter") as facts:
-        write_inter(folder / f"{args.dataset}.inter", written, tie_step=args.tie_step)
+        write_inter(files.staged("inter"), written, tie_step=args.tie_step)
         facts["rows"] = int(len(written))
-    finish_item(folder, args, table, report)
+    finish_item(files, args, table, report)
     return folder
 
 
@@ -93,7 +95,7 @@ def enrich(args, report: BuildReport) -> Path:
         texts = {}
     items = [texts.get(i) or ItemText(item_id=i, domain=d) for i, d in zip(table["item_id"], table["domain"])]
     table = run_stages(items, table, args, report)
-    finish_item(folder, args, table, report, column_types=types)
+    finish_item(DatasetFiles(folder, args.dataset), args, table, report, column_types=types)
     return folder
 
 
@@ -235,9 +237,9 @@ def run_tagger(args, items: List[ItemText], encoder, facts: dict) -> Dict[str, l
     raise ValueError(f"unknown tagger {args.tags!r}")
 
 
-def finish_item(folder: Path, args, table: pd.DataFrame, report: BuildReport,
+def finish_item(files: DatasetFiles, args, table: pd.DataFrame, report: BuildReport,
                 column_types: Optional[dict] = None) -> None:
-    """PCA, then write the `.item` file and the report."""
+    """PCA, then write the `.item` file, replace the dataset's files together, and write the report."""
     from atomic_data_builders.enrich.reduce import parse_pca, pca_column
 
     for column, dim in parse_pca(args.pca).items():
@@ -247,10 +249,11 @@ def finish_item(folder: Path, args, table: pd.DataFrame, report: BuildReport,
         table[column] = values
         report.data.setdefault("pca", {})[column] = info
     with report.stage("write item") as facts:
-        write_item(folder / f"{args.dataset}.item", table, decimals=args.decimals, column_types=column_types)
-        facts["mib"] = round((folder / f"{args.dataset}.item").stat().st_size / 2 ** 20, 1)
+        write_item(files.staged("item"), table, decimals=args.decimals, column_types=column_types)
+        facts["mib"] = round(files.staged("item").stat().st_size / 2 ** 20, 1)
+    files.commit()
     report.data["columns"] = describe_columns(table, column_types)
-    report.write(folder, args.dataset)
+    report.write(files.folder, args.dataset)
 
 
 def describe_columns(table: pd.DataFrame, column_types: Optional[dict]) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 from recbole.utils import FeatureType
 
+from atomic_data_builders.atomic import check_manifest
 from recbole_tema.data.domains import domain_field_of
 from recbole_tema.errors import ConfigurationError
 
@@ -31,6 +32,9 @@ def check_files(config):
             f"atomic_data_builders ... --output-dir DIR --dataset {config['dataset']}` and pass "
             f"--data_path=DIR, or use the built-in dataset ml-100k-cd."
         )
+    mixed = check_manifest(folder, config["dataset"])  # files of two builds (docs/atomic_files.md)
+    if mixed:
+        raise ConfigurationError(mixed)
     with open(inter, encoding="utf-8") as handle:
         handle.readline()  # the header
         if not any(line.strip() for line in handle):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from atomic_data_builders import atomic
 from support.raw_sources import (
     read_inter,
     read_item,
@@ -142,3 +143,39 @@ def test_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, flag):
     assert run_cli("split", "--input", raw, "--output-dir", out, "--dataset", "toy", "--no-progress", "--verbose",
                    *extra) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_files_of_two_builds_are_detected_when_the_dataset_loads(tmp_path, monkeypatch):
+    from recbole_tema.config import Config
+    from recbole_tema.errors import ConfigurationError
+    from recbole_tema.quick_start import prepare_data
+
+    raw = write_split(tmp_path / "raw")
+    assert _build(raw, tmp_path / "out") == 0
+    folder = tmp_path / "out/toy"
+    manifest = json.loads((folder / "toy.manifest.json").read_text())
+    assert set(manifest["files"]) == {"toy.inter", "toy.item"}
+    config = {"data_path": str(tmp_path / "out"), "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
+                                                                "mode": "full"}, "MAX_ITEM_LIST_LENGTH": 5}
+    prepare_data(Config(model="SASRec", dataset="toy", config_dict=config))  # consistent: loads
+
+    # A second build (user 1 only: items F3 and K2 gone) killed between its two renames: new .inter and
+    # manifest, old .item.
+    sequences = raw / "toy_5_preprocessed.txt"
+    sequences.write_text(sequences.read_text().splitlines()[1] + "\n")
+    replace = atomic.os.replace
+
+    def killed_at_the_item(source, target):
+        if str(target).endswith("toy.item") and str(source).endswith(".staged"):
+            raise KeyboardInterrupt  # the process dies here
+        replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", killed_at_the_item)
+    with pytest.raises(KeyboardInterrupt):
+        _build(raw, tmp_path / "out")
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(ConfigurationError, match=r"toy.item is not the file its build recorded in toy.manifest.json"):
+        prepare_data(Config(model="SASRec", dataset="toy", config_dict=config))
+    assert _build(raw, tmp_path / "out") == 0  # the same build again mends it
+    prepare_data(Config(model="SASRec", dataset="toy", config_dict=config))
+    assert not list(folder.glob(".*.staged"))
