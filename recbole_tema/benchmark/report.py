@@ -26,7 +26,7 @@ def _domains(result):
 def _status(state):
     if state["finished"]:
         return f"done ({state['stop']})" if state["stop"] in ("early stopping", "last epoch") else state["stop"]
-    return f"partial: budget after epoch {state['epochs']}, resumes"
+    return f"partial: budget after epoch {len(state['curve'])}, resumes"
 
 
 def _epoch_seconds(state):
@@ -69,7 +69,7 @@ def result_table(states, protocol, published=None):
         tested = [state for state in members if state["test"].get(protocol)]
         if not tested:
             continue
-        epochs = "/".join(str(state["epochs"]) for state in tested)
+        epochs = "/".join(str(len(state["curve"])) for state in tested)
         best = "/".join(str(state["best_epoch"]) for state in tested)
         wall = sum(state["train_seconds"] for state in tested) / 60
         cpu = sum(state.get("cpu_seconds", 0.0) for state in tested) / 60
@@ -202,7 +202,7 @@ def settings_table(states):
         loads = [entry["load"] for entry in state["curve"] if "load" in entry]
         load = f"{statistics.mean(loads):.1f}" if loads else ""
         lines.append(f"| {state['name']} | {state['model']} | {state['overrides'].get('seed', '')} | "
-                     f"{state['parameters']:,} | {overrides} | {state['epochs']} | {state['best_epoch']} | "
+                     f"{state['parameters']:,} | {overrides} | {len(state['curve'])} | {state['best_epoch']} | "
                      f"{longest_wait(state['curve'])} | {state['train_seconds']:.0f} | "
                      f"{state.get('cpu_seconds', 0.0):.0f} | {load} | {_status(state)} |")
     return lines

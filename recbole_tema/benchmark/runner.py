@@ -199,7 +199,6 @@ class Run:
             state["test"] = self.test(trainer, test_data)
         state["finished"] = stop != "budget"
         state["stop"] = stop
-        state["epochs"] = len(state["curve"])
         _write_json(self.state_file, state)
         self.state = state
 
