@@ -31,8 +31,9 @@ Where we deviate from the authors' code v2.1, and why:
     * inference is task-guided as training is: at the last position every domain's stream holds its
       latest item and each item is scored with its own domain's state (ABXI's evaluation code places
       domain items at their own timestamps);
-    * schedule: RecBole's trainer has no warm-up epoch and no ReduceLROnPlateau (ABXI: gamma 0.3162,
-      patience 30); the model is selected on the overall MRR (ABXI: MRR(A) + MRR(B));
+    * schedule: the warm-up (``lr_warmup_epochs: 1``) raises the rate linearly over the first epoch's
+      steps (ABXI holds that epoch at 1e-5 x lr and does not validate it); no ReduceLROnPlateau (ABXI:
+      gamma 0.3162, patience 30); the model is selected on the overall MRR (ABXI: MRR(A) + MRR(B));
     * every linear, the attention input projection too, starts N(0, 0.02) (ABXI keeps PyTorch's
       Xavier init there);
     * evaluation candidates are the protocol's, drawn once with a fixed seed for every model (ABXI
