@@ -20,6 +20,13 @@ def _parser():
     parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
     parser.add_argument("--list_models", action="store_true", help="print the available model names and exit")
     parser.add_argument("--verbose", action="store_true", help="with an error, print its traceback too")
+    spread = parser.add_argument_group("distributed training (RecBole's flags; gloo on CPUs, NCCL on GPUs)")
+    spread.add_argument("--nproc", type=int, default=1, help="processes on this machine (default 1)")
+    spread.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    spread.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
+    spread.add_argument("--port", type=int, default=5678, help="a free port on that machine")
+    spread.add_argument("--offset", "--group_offset", type=int, default=0, dest="offset",
+                        help="rank of this machine's first process (0 on the machine of rank 0)")
     return parser
 
 
@@ -48,7 +55,8 @@ def main():
 
     config_files = args.config_files.split() if args.config_files else None
     try:
-        result = run(model=args.model, dataset=args.dataset, config_file_list=config_files)
+        result = run(model=args.model, dataset=args.dataset, config_file_list=config_files, nproc=args.nproc,
+                     world_size=args.world_size, ip=args.ip, port=args.port, offset=args.offset)
     except ConfigurationError as error:
         if args.verbose:
             traceback.print_exc()

@@ -9,6 +9,7 @@ from recbole.utils import ModelType
 from recbole_tema import compat
 from recbole_tema.data.builtin import builtin_item_columns
 from recbole_tema.data.domains import DEFAULT_DOMAIN_FIELD
+from recbole_tema.distributed import init_process
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import parse_eval_mode
 from recbole_tema.registry import get_model
@@ -94,6 +95,13 @@ class Config(RecBoleConfig):
         config["cd_eval_negatives"] = {phase: parse_eval_mode(eval_args["mode"][phase]) for phase in ("valid", "test")}
         eval_args["mode"] = {"valid": "full", "test": "full"}
         config["eval_args"] = eval_args
+
+    def _init_device(self):
+        if "local_rank" not in self.final_config_dict:  # one process: RecBole's choice of device
+            return super()._init_device()
+        gpu_id = self.final_config_dict["gpu_id"]  # a distributed run: RecBole's would be GPU-only
+        self.final_config_dict["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+        init_process(self.final_config_dict)
 
     def _check_sizes(self):
         for key in POSITIVE_INT_KEYS:

@@ -6,7 +6,7 @@ from logging import getLogger
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_logger, init_seed, set_color
 
-from recbole_tema import compat
+from recbole_tema import compat, distributed
 from recbole_tema.config import Config
 from recbole_tema.data import checks
 from recbole_tema.data.builtin import ensure_builtin_dataset
@@ -68,8 +68,17 @@ def _train(config, saved):
     return trainer, test_data, best_valid_score, best_valid_result
 
 
-def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
-    """Train and test one model, as RecBole's ``run_recbole`` does; returns its result dict."""
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
+        nproc=1, world_size=-1, ip="localhost", port=5678, offset=0):
+    """Train and test one model, as RecBole's ``run_recbole`` does; returns its result dict.
+
+    ``nproc`` > 1 (or ``world_size`` > 1) trains with DistributedDataParallel in ``nproc`` processes of
+    this machine, as RecBole's distributed mode does, on GPUs (NCCL) or CPUs (gloo); recbole_tema/distributed.py.
+    """
+    if nproc > 1 or world_size > 1:
+        kwargs = {"model": model, "dataset": dataset, "config_file_list": config_file_list,
+                  "config_dict": config_dict, "saved": saved}
+        return distributed.spawn(run, kwargs, nproc, world_size, ip, port, offset)
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     trainer, test_data, best_valid_score, best_valid_result = _train(config, saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -113,6 +122,7 @@ def load_data_and_model(model_file):
     compat.apply()
     checkpoint = compat.load_checkpoint(model_file)
     config = checkpoint["config"]
+    config["single_spec"], config["local_rank"] = True, 0  # reloaded in this one process, also after a distributed run
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data = prepare_data(config)

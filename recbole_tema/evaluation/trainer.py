@@ -1,20 +1,41 @@
 """Trainer mixins: checkpoint reloading that works on today's torch, and the cross-domain protocol."""
 
+import numpy as np
 import torch
 from recbole.utils import calculate_valid_score, set_color
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from recbole_tema import distributed
 from recbole_tema.compat import load_checkpoint
 
 
-class CheckpointReloading:
-    """Mix in before any RecBole trainer: checkpoints are reloaded through ``compat.load_checkpoint``.
+class PluginTrainer:
+    """Mix in before any RecBole trainer: checkpoint reloading and distributed training that work here.
 
     RecBole's own ``evaluate(load_best_model=True)`` and ``resume_checkpoint`` call ``torch.load``
-    with its default ``weights_only=True``, which refuses RecBole's pickled Config on torch >= 2.6.
+    with its default ``weights_only=True``, which refuses RecBole's pickled Config on torch >= 2.6;
+    here they go through ``compat.load_checkpoint``. In a distributed run (recbole_tema/distributed.py)
+    RecBole wraps the model with a GPU-only ``DistributedDataParallel(device_ids=[rank])``; here the
+    device ids follow the device (none on a CPU), every process uses rank 0's checkpoint name, and a
+    process reloads a checkpoint only after rank 0 has written it.
     """
 
+    def __init__(self, config, model):
+        spread = distributed.is_distributed(config)
+        config["single_spec"] = True  # RecBole's own wrapping assumes one GPU per process
+        try:
+            super().__init__(config, model)
+        finally:
+            config["single_spec"] = not spread
+        if spread:
+            device_ids = [config["local_rank"]] if config["device"].type == "cuda" else None
+            self.distributed_model = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.saved_model_file = distributed.broadcast(self.saved_model_file)  # named by the clock: one name for all
+
     def _load_best(self, model_file):
+        if distributed.is_distributed(self.config):
+            torch.distributed.barrier()  # rank 0 has finished writing it
         checkpoint_file = model_file or self.saved_model_file
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
         self.model.load_state_dict(checkpoint["state_dict"])
@@ -41,7 +62,7 @@ class CheckpointReloading:
         return super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
 
 
-class CrossDomainEvaluation(CheckpointReloading):
+class CrossDomainEvaluation(PluginTrainer):
     """Mix in before a RecBole trainer: replaces ``evaluate`` with the cross-domain protocol's.
 
     Model selection is unchanged: RecBole's ``fit`` reads ``valid_metric`` from the dict returned
@@ -109,7 +130,20 @@ class CrossDomainEvaluation(CheckpointReloading):
             all_users.append(users)
             all_ranks.append(self.protocol.rank(scores.float(), targets, candidates).cpu())
             all_domains.append(domains)
-        return torch.cat(all_users), torch.cat(all_ranks), torch.cat(all_domains)
+        users, ranks, domains = torch.cat(all_users), torch.cat(all_ranks), torch.cat(all_domains)  # [T] each
+        if distributed.is_distributed(self.config):
+            users, ranks, domains = _every_process(users, ranks, domains)
+        return users, ranks, domains
+
+
+def _every_process(users, ranks, domains):
+    """The targets of every process: each ranked its share of the users (the distributed sampler pads the
+    shares with repeated users, so each user is kept once). Every process gets the same, whole result."""
+    gathered = distributed.gather((users, ranks, domains))
+    users, ranks, domains = (torch.cat([part[k] for part in gathered]) for k in range(3))  # [T'] each
+    _, first = np.unique(users.numpy(), return_index=True)
+    keep = torch.from_numpy(np.sort(first))  # [T] first occurrence of each user
+    return users[keep], ranks[keep], domains[keep]
 
 
 def _chunks(interaction, size):
@@ -119,7 +153,7 @@ def _chunks(interaction, size):
 
 def plugin_trainer_class(trainer_class, cross_domain):
     """The trainer class a model uses: with the cross-domain protocol, or with checkpoint reloading only."""
-    mixin = CrossDomainEvaluation if cross_domain else CheckpointReloading
+    mixin = CrossDomainEvaluation if cross_domain else PluginTrainer
     if issubclass(trainer_class, mixin):
         return trainer_class
     return type(f"{'CrossDomain' if cross_domain else 'Plugin'}{trainer_class.__name__}", (mixin, trainer_class), {})
