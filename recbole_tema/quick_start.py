@@ -92,6 +92,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "train_epoch_seconds": trainer.train_epoch_seconds,
     }
 
 
