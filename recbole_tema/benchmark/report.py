@@ -48,19 +48,22 @@ def _mean_std(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def _group_status(members):
-    if len(members) == 1 or all(state["finished"] for state in members):
-        return "; ".join(sorted({_status(state) for state in members}))
+def _group_status(members, configured):
+    """The status of a group of ``configured`` seeds, of which ``members`` have a stored state."""
     done = sum(state["finished"] for state in members)
-    return f"partial: {done} of {len(members)} seeds done, the rest resume"
+    if configured > 1 and done < configured:
+        return f"partial: {done} of {configured} seeds done, the rest resume"
+    return "; ".join(sorted({_status(state) for state in members}))
 
 
 def _where(members):
     return "; ".join(sorted({device for state in members for device in state["devices"]}))
 
 
-def result_table(states, protocol, published=None):
-    """One row per group and domain: mean (± std over seeds) of each metric, cost and status."""
+def result_table(states, protocol, published=None, seeds=None):
+    """One row per group and domain: mean (± std over seeds) of each metric, cost and status.
+
+    ``seeds``: {group: number of configured seeds} (default: the stored states of the group)."""
     lines = [
         "| run | domain | " + " | ".join(HEADERS) + " | seeds | epochs | best epoch | wall min | CPU min | ran on | status |",
         "| --- | --- | " + " | ".join("---" for _ in HEADERS) + " | --- | --- | --- | --- | --- | --- | --- |",
@@ -77,13 +80,19 @@ def result_table(states, protocol, published=None):
             values = " | ".join(_mean_std([state["test"][protocol][f"{metric}/{domain}"] for state in tested])
                                 for metric in METRICS)
             lines.append(f"| {group} | {domain} | {values} | {len(tested)} | {epochs} | {best} | {wall:.1f} | "
-                         f"{cpu:.1f} | {_where(tested)} | {_group_status(members)} |")
+                         f"{cpu:.1f} | {_where(tested)} | {_group_status(members, (seeds or {}).get(group, 1))} |")
     if published:
         for domain, values in published.items():
             if domain != "name":
                 row = " | ".join(f"{values[metric]:.4f}" for metric in METRICS)
                 lines.append(f"| {published['name']} | {domain} | {row} | | | | | | | quoted |")
     return lines
+
+
+def seeds_of(spec):
+    """{group: number of configured seeds} of every run and ablation of the benchmark."""
+    groups = [run.get("group", name) for name, run in {**spec["runs"], **(spec.get("ablations") or {})}.items()]
+    return {group: groups.count(group) for group in groups}
 
 
 def _group_means(states, protocol):
@@ -263,7 +272,7 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
     ]
     for protocol in protocols:
         lines += [f"## Test, `{protocol}`", ""]
-        lines += result_table(states, protocol, published if protocol == protocols[0] else None) + [""]
+        lines += result_table(states, protocol, published if protocol == protocols[0] else None, seeds_of(spec)) + [""]
         compared = comparison(states, protocol, published if protocol == protocols[0] else None, subject, rivals)
         if compared:
             lines += [f"### {subject} against the others, `{protocol}`", ""] + compared + [""]
@@ -322,25 +331,28 @@ def plot(path, states, protocols, published):
 
 
 def plot_time_to_accuracy(path, states, metric_name):
-    """Validation MRR against wall-clock minutes (training + validation), one line per run."""
+    """Validation MRR against wall-clock minutes (training + validation), one line per run; beside it the
+    same against the process's CPU minutes, which another job on a shared machine does not inflate."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(9, 5.5))
-    colors = {}
-    for state in states:
-        if not state["curve"]:
-            continue
-        minutes = np.cumsum([entry["seconds"] for entry in state["curve"]]) / 60  # [E]
-        values = [entry["valid"]["mrr"] for entry in state["curve"]]  # [E]
-        group = state.get("group", state["name"])
-        first = group not in colors
-        line, = axis.plot(minutes, values, marker=".", linewidth=1, color=colors.get(group),
-                          label=group if first else None, alpha=1.0 if first else 0.5)
-        colors.setdefault(group, line.get_color())
-    axis.set_xlabel("wall-clock minutes (training + validation)")
-    axis.set_ylabel(f"validation {metric_name}")
-    axis.set_title("Time to accuracy (seeds of a run share its colour)")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, ncol=2)
+    figure, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    clocks = (("seconds", "wall-clock minutes (training + validation)"), ("cpu_seconds", "CPU minutes (all threads)"))
+    for axis, (key, label) in zip(axes, clocks):
+        colors = {}
+        for state in states:
+            if not state["curve"] or key not in state["curve"][0]:
+                continue
+            minutes = np.cumsum([entry[key] for entry in state["curve"]]) / 60  # [E]
+            values = [entry["valid"]["mrr"] for entry in state["curve"]]  # [E]
+            group = state.get("group", state["name"])
+            first = group not in colors
+            line, = axis.plot(minutes, values, marker=".", linewidth=1, color=colors.get(group),
+                              label=group if first else None, alpha=1.0 if first else 0.5)
+            colors.setdefault(group, line.get_color())
+        axis.set_xlabel(label)
+        axis.set_ylabel(f"validation {metric_name}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=2)
+    figure.suptitle("Time to accuracy (the seeds of a run share its colour)")
     figure.tight_layout()
     _save(figure, path)
     plt.close(figure)
