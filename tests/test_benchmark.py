@@ -19,6 +19,7 @@ def _config(tmp_path):
         "results": str(tmp_path / "results" / "fk.md"), "ablation_results": str(tmp_path / "results" / "fk_ablation.md"),
         "plot": str(tmp_path / "results" / "fk.png"), "time_plot": str(tmp_path / "results" / "fk_time.png"),
         "state_dir": str(tmp_path / "results" / "runs"),
+        "readme": {"file": str(tmp_path / "README.md"), "marker": "table"},
         "build_args": ["--no-clip-txt", "--no-clip-img", "--no-progress"],
         "protocols": ["uni10", "full"],
         "settings": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "uni10"},
@@ -31,6 +32,7 @@ def _config(tmp_path):
     }
     path = tmp_path / "fk.yaml"
     path.write_text(yaml.safe_dump(spec))
+    (tmp_path / "README.md").write_text("# Title\n<!-- table -->\nstale figures\n<!-- /table -->\nafter\n")
     return path, spec
 
 
@@ -92,6 +94,9 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     assert users == 300  # every test user, split by the target's domain
     ablation = Path(spec["ablation_results"]).read_text()
     assert "| TEMA-no-cross | food |" in ablation and "| TEMA | kitchen |" in ablation
+    readme = (tmp_path / "README.md").read_text()
+    assert "stale figures" not in readme and readme.startswith("# Title\n<!-- table -->\n") and readme.endswith("after\n")
+    assert "| TEMA | food |" in readme and "TEMA (mean over its seeds) is at or above SASRec" in readme
     for plot in (spec["plot"], spec["time_plot"]):
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (Path(spec["state_dir"]) / "SASRec.ranks.npz").exists()

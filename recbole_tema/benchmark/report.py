@@ -358,6 +358,38 @@ def plot_time_to_accuracy(path, states, metric_name):
     plt.close(figure)
 
 
+def readme_block(spec, states):
+    """The README's summary of the benchmark, written from the stored states: the first protocol's
+    table (group means), the comparison line, the status of the runs and the two plots."""
+    protocol = spec["protocols"][0]
+    compare = spec.get("compare") or {}
+    subject, rivals = compare.get("subject", "TEMA"), compare.get("rivals", [])
+    finished = sum(state["finished"] for state in states)
+    lines = [f"Test under `{protocol}`, selected on validation {spec['settings']['valid_metric']}; mean ± std over seeds. "
+             f"{finished} of {len(states)} stored runs have finished (each row's status says which); regenerated from "
+             f"`{spec['state_dir']}` by `python -m recbole_tema.benchmark --config ... --report-only` on "
+             f"{datetime.datetime.utcnow():%Y-%m-%d}. Full tables, paired tests and learning curves: "
+             f"[`{spec['results']}`]({spec['results']}).", ""]
+    lines += result_table(states, protocol, spec.get("published"), seeds_of(spec))
+    compared = comparison(states, protocol, spec.get("published"), subject, rivals)
+    if compared:
+        lines += ["", compared[-1]]
+    for key, title in (("plot", "Food-Kitchen test metrics"), ("time_plot", "Validation MRR against minutes")):
+        if spec.get(key):
+            lines += ["", f"![{title}]({spec[key]})"]
+    return "\n".join(lines)
+
+
+def update_readme(path, marker, text):
+    """Replace what lies between ``<!-- marker -->`` and ``<!-- /marker -->`` in the file at ``path``."""
+    content = Path(path).read_text(encoding="utf-8")
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in content or end not in content:
+        raise ValueError(f"{path} has no `{start}` ... `{end}` block to write the benchmark's summary into")
+    before, rest = content.split(start, 1)
+    write_atomic(path, before + start + "\n" + text + "\n" + end + rest.split(end, 1)[1])
+
+
 def write_reports(spec, data_path, runs):
     """The results table (main runs), the ablation table (TEMA + ablations) and the plots."""
     runs = [run for run in runs if run.state]
@@ -378,3 +410,5 @@ def write_reports(spec, data_path, runs):
         plot(spec["plot"], main_states, spec["protocols"], published)
     if spec.get("time_plot") and any(state["curve"] for state in main_states):
         plot_time_to_accuracy(spec["time_plot"], main_states, spec["settings"]["valid_metric"])
+    if spec.get("readme"):
+        update_readme(spec["readme"]["file"], spec["readme"]["marker"], readme_block(spec, main_states))
