@@ -29,10 +29,6 @@ def _status(state):
     return f"partial: budget after epoch {len(state['curve'])}, resumes"
 
 
-def _epoch_seconds(state):
-    return sum(entry["seconds"] for entry in state["curve"]) / max(len(state["curve"]), 1)
-
-
 def _groups(states):
     """[(group name, [states of its seeds])], in the order the groups first appear."""
     groups = {}
