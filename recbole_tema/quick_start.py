@@ -1,5 +1,6 @@
 """One pipeline (config -> data -> model -> trainer) for plugin and RecBole models alike."""
 
+import os
 import time
 from logging import getLogger
 
@@ -51,6 +52,10 @@ def build_trainer(config, model, train_data):
 def _train(config, saved):
     """Data, model and trainer of ``config``, trained with early stopping: (trainer, test data, best valid score, result)."""
     init_seed(config["seed"], config["reproducibility"])
+    # RecBole's logger and trainer make ./log/<model> and the checkpoint folder with an exists-check then
+    # makedirs, which races between the processes of a distributed run (FileExistsError): make them first.
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
