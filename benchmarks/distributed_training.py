@@ -47,6 +47,12 @@ def child(spec_file, nproc, epochs):
                       "test_mrr": result["test_result"]["mrr"]}))
 
 
+def _shown(path):
+    """``path`` relative to the repository when it lies inside it (no machine's paths in the results)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
@@ -76,7 +82,7 @@ def main():
     lines = [
         "# TEMA: one process against several (run_recbole --nproc)", "",
         f"Machine: {describe_machine()}. Command: `python benchmarks/distributed_training.py "
-        f"--nproc {' '.join(map(str, args.nproc))} --epochs {args.epochs} --config {args.config}` "
+        f"--nproc {' '.join(map(str, args.nproc))} --epochs {args.epochs} --config {_shown(args.config)}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
         f"TEMA with the settings of that config (dataset `{yaml.safe_load(Path(args.config).read_text())['dataset']}`); the "
         "last epoch's training seconds (rank 0) are compared, the first includes warm-up effects.", "",

@@ -6,11 +6,15 @@
 The params file is RecBole's: one line per key, ``name choice [v1, v2]`` (or ``uniform``, ``loguniform``,
 ... as in RecBole's docs). Every trial trains through the plugin's pipeline (the one ``run_recbole``
 uses) with early stopping on ``valid_metric`` and is judged on validation only: the test split is never
-evaluated. After every trial the output file (markdown) is rewritten with all trials so far, best first.
+evaluated. After every trial the output file (markdown) is rewritten with all trials so far, best first,
+and the trials are stored beside it (``<output_file stem>.trials.json``): a search run again with the same
+command takes the trials it finds there instead of training them again, so a long search resumes.
 """
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from atomic_data_builders.atomic import atomic_open
 from recbole_tema.errors import ConfigurationError
@@ -44,21 +48,42 @@ def trials_table(trials):
     return lines
 
 
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
 def main(argv=None):
-    args, _ = _parser().parse_known_args(argv)  # --model=, --dataset= and other keys go to RecBole's Config
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, recbole_args = _parser().parse_known_args(argv)  # --model=, --dataset= and other keys go to RecBole's Config
 
     from recbole.trainer import HyperTuning
 
     from recbole_tema.quick_start import objective_function
 
     config_files = args.config_files.split() if args.config_files else None
+    store = Path(args.output_file).with_suffix(".trials.json")
+    # what makes a stored trial reusable: every setting but the output file
+    search = [f"--{key}={value}" for key, value in sorted(vars(args).items()) if key != "output_file"] + recbole_args
+    stored = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {"search": search, "trials": []}
+    if stored["search"] != search:
+        print(f"run_hyper: error: {store} holds the trials of another search ({' '.join(stored['search'])}); "
+              "give another --output_file or delete it.", file=sys.stderr)
+        return 2
+    if stored["trials"]:
+        print(f"run_hyper: {len(stored['trials'])} finished trial(s) in {store} are taken as they are")
     trials = []
 
     def recorded_objective(config_dict, config_file_list, saved=False):
-        result = objective_function(config_dict, config_file_list, saved=saved)
-        trials.append({"params": dict(config_dict), "result": result})
+        params = _as_json(config_dict)
+        result = next((trial["result"] for trial in stored["trials"] if trial["params"] == params), None)
+        if result is None:
+            result = _as_json(objective_function(config_dict, config_file_list, saved=saved))
+            stored["trials"].append({"params": params, "result": result})
+            with atomic_open(store) as handle:
+                json.dump(stored, handle, indent=1)
+        trials.append({"params": params, "result": result})
         header = [f"# Hyper-parameter search: {result['model']}", "",
-                  f"Command: `run_hyper {' '.join(sys.argv[1:] if argv is None else argv)}`; search `{args.algo}` "
+                  f"Command: `run_hyper {' '.join(argv)}`; search `{args.algo}` "
                   f"over `{args.params_file}`; {len(trials)} trial(s) so far. Selection on validation only "
                   "(the test split is never evaluated).", ""]
         with atomic_open(args.output_file) as handle:

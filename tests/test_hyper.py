@@ -33,3 +33,13 @@ def test_grid_search_trains_every_trial_and_never_tests(tmp_path, monkeypatch):
     scores = [float(row.split("|")[3]) for row in rows]
     assert scores == sorted(scores, reverse=True) and all(0 < score <= 1 for score in scores)  # best MRR first
     assert all(row.split("|")[-3].strip() == "2" for row in rows)  # both trials ran their 2 epochs
+
+    # Run again: the stored trials are taken, nothing is trained; another search is refused.
+    phases.clear()
+    assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file),
+                       "--output_file", str(output)]) == 0
+    assert phases == []
+    assert [float(row.split("|")[3]) for row in output.read_text().splitlines()
+            if row.startswith("| ") and "---" not in row][1:] == scores
+    assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file), "--algo", "random",
+                       "--output_file", str(output)]) == 2
