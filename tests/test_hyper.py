@@ -39,7 +39,7 @@ def test_grid_search_trains_every_trial_and_never_tests(tmp_path, monkeypatch):
     assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file),
                        "--output_file", str(output)]) == 0
     assert phases == []
-    assert [float(row.split("|")[3]) for row in output.read_text().splitlines()
-            if row.startswith("| ") and "---" not in row][1:] == scores
+    again = [line for line in output.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [float(row.split("|")[3]) for row in again] == scores
     assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file), "--algo", "random",
                        "--output_file", str(output)]) == 2
