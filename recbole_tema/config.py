@@ -91,6 +91,11 @@ class Config(RecBoleConfig):
                 "inter": [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]],
                 "item": header,
             }
+            # The .user columns a model reads (its ``user_feature_fields``), where the dataset has them.
+            user_header = _header(Path(config["data_path"]) / f"{self.dataset}.user", config["field_separator"])
+            wanted = [field for field in getattr(self.model_class, "user_feature_fields", ()) if field in user_header]
+            if wanted:
+                config["load_col"]["user"] = [config["USER_ID_FIELD"], *wanted]
         eval_args = copy.deepcopy(config["eval_args"])
         config["cd_eval_negatives"] = {phase: parse_eval_mode(eval_args["mode"][phase]) for phase in ("valid", "test")}
         eval_args["mode"] = {"valid": "full", "test": "full"}

@@ -44,6 +44,15 @@ def test_uses_clip_and_text_features_but_no_tags(tmp_path):
     assert "features.feat_clip_img" not in dict(model.named_parameters())
 
 
+def test_llm_written_text_replaces_the_raw_clip_text(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", features=("text_emb", "clip_txt", "clip_img", "llm_text_emb"))
+    model, train_data, valid_data = build("LLMEMF", "feat", small_model_config(data_path))
+    assert sorted(model.features.fields) == ["clip_img", "llm_text_emb", "text_emb"]
+    check_finite(model, train_data, valid_data)
+    without, _, _ = build("LLMEMF", "feat", small_model_config(data_path, use_llm_text=False))
+    assert sorted(without.features.fields) == ["clip_img", "clip_txt", "text_emb"]
+
+
 SWITCHES = ("use_text", "use_clip_img", "use_clip_txt", "intra_domain_encoder", "cross_domain_encoder")
 
 

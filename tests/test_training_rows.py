@@ -16,7 +16,9 @@ from support.models import build
 
 SMALL = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "embedding_size": 16, "dlora_rank": 2, "ilora_rank": 4}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "dropout_prob": 0.0}
-SEQUENCE_MODELS = ["TEMA", "LLMEMF", "ABXI"]
+SEQUENCE_MODELS = ["TEMA", "LLMEMF", "ABXI", "LLM4CDSR"]
+# The LLM columns LLM4CDSR needs (docs/atomic_files.md); the other models leave them unread.
+LLM_COLUMNS = {"item", "domain", "user"}
 
 
 def _all_rows(loader):
@@ -69,10 +71,10 @@ def test_sequence_rows_are_refused_for_models_that_learn_from_the_last_position_
         prepare_data(config)
 
 
-@pytest.mark.parametrize("model_name", ["TEMA", "LLMEMF"])
+@pytest.mark.parametrize("model_name", ["TEMA", "LLMEMF", "LLM4CDSR"])
 def test_each_position_loss_equals_the_loss_of_its_prefix_row(tmp_path, model_name):
     # histories shorter than MAX_ITEM_LIST_LENGTH: each user's window is its whole training sequence
-    name = known_answer_dataset(tmp_path, n_users=12, length=8)
+    name = known_answer_dataset(tmp_path, n_users=12, length=8, llm=LLM_COLUMNS)
     config = tiny_config(tmp_path, intra_max_len=None, **SMALL, **NO_DROPOUT)
     sequence_model, sequence_rows, _ = build(model_name, name, {**config, "train_rows": "sequence"})
     prefix_model, prefix_rows, _ = build(model_name, name, {**config, "train_rows": "prefix"})
@@ -94,9 +96,9 @@ def test_each_position_loss_equals_the_loss_of_its_prefix_row(tmp_path, model_na
     assert compared == len(prefixes)
 
 
-@pytest.mark.parametrize("model_name", ["TEMA", "LLMEMF"])
+@pytest.mark.parametrize("model_name", ["TEMA", "LLMEMF", "LLM4CDSR"])
 def test_a_position_never_sees_the_items_after_it(tmp_path, model_name):
-    name = known_answer_dataset(tmp_path, n_users=12, length=10)
+    name = known_answer_dataset(tmp_path, n_users=12, length=10, llm=LLM_COLUMNS)
     model, train_data, _ = build(model_name, name, tiny_config(tmp_path, **SMALL, **NO_DROPOUT))
     model.eval()
     rows = _all_rows(train_data)
@@ -122,7 +124,7 @@ def test_a_position_never_sees_the_items_after_it(tmp_path, model_name):
 
 @pytest.mark.parametrize("model_name", plugin_model_names())
 def test_scores_do_not_read_the_evaluation_target(tmp_path, model_name):
-    name = known_answer_dataset(tmp_path, n_users=20, length=8)
+    name = known_answer_dataset(tmp_path, n_users=20, length=8, llm=LLM_COLUMNS)
     model, _, valid_data = build(model_name, name, tiny_config(tmp_path, **SMALL))
     model.eval()
     batch = next(iter(valid_data))[0]

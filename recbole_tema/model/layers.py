@@ -29,6 +29,7 @@ FEATURE_SWITCHES = {
     "use_clip_txt": "clip_txt",
     "use_clip_img": "clip_img",
     "use_tag_emb": "tag_emb",
+    "use_llm_text": "llm_text_emb",
 }
 
 

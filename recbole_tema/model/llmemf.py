@@ -8,8 +8,11 @@ Reference:
 
 What this implementation does (written from the paper's description, not its code):
     * item representation: the learnable item-ID embedding plus learned-weight sums of projected
-      frozen CLIP image and CLIP text embeddings (the text enriched by an LLM before encoding) and,
-      where the dataset has it, the text-encoder embedding ``text_emb``; no tags;
+      frozen CLIP image and text embeddings and, where the dataset has it, the text-encoder embedding
+      ``text_emb``; no tags. The paper's text modality is the CLIP embedding of an LLM-written text
+      (key terms, summary, likely buyers' interests): the ``llm_text_emb`` column of the builders'
+      ``llm_text`` stage. Where the dataset has it, it replaces ``clip_txt`` (CLIP on the raw title);
+      where not, ``clip_txt`` stands in for it;
     * multiple attention: one causal encoder per domain over that domain's sub-sequence of the
       merged history and one over the merged history (modules shared with TEMA);
     * the single-domain preference of the target's domain and the cross-domain preference are added
@@ -58,6 +61,8 @@ class LLMEMF(MultiAttentionRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         # tag_emb is a tag feature: LLMEMF has no tags whatever the config says
         fields = [field for field in enabled_feature_fields(config, dataset) if field != "tag_emb"]
+        if "llm_text_emb" in fields:  # the paper's text modality is the LLM-written text: it replaces the raw one
+            fields = [field for field in fields if field != "clip_txt"]
         self.features = FrozenItemFeatures(dataset, fields)
         self.projections = nn.ModuleDict(
             {

@@ -1,7 +1,8 @@
-"""The recommender side of TEMA and LLMEMF: intra- and cross-domain encoders over fused item vectors.
+"""The recommender side of TEMA, LLMEMF and LLM4CDSR: intra- and cross-domain encoders over item vectors.
 
 A subclass builds ``self.encoders`` (:class:`~recbole_tema.model.layers.MultiDomainAttention`,
-through :meth:`build_encoders`) and defines ``item_representations()`` and ``combine()``; this
+through :meth:`build_encoders`, or a module with its ``at_every_position`` and ``at_end``) and
+``self.empty_intra``, and defines ``item_representations()`` and ``combine()``; this
 class turns their states into one user state per domain, trains it at every position of a
 sequence (``train_rows: sequence``) or at the end of each prefix row, and scores items with it.
 """
@@ -69,8 +70,17 @@ class MultiAttentionRecommender(CrossDomainSequentialRecommender):
     # ------------------------------------------------------------------ training
     def next_item_nll(self, interaction):
         """In-domain NLL of every training target of the batch: ([B, L], has_target [B, L] bool)."""
-        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
         item_table, tag_table = self.item_representations()  # [n_items, H], [n_items, H] or None
+        states, targets, has_target = self.target_states(interaction, item_table, tag_table)  # [Q, H], [Q], [B, L]
+        nll = self.in_domain_nll(states, targets, item_table)  # [Q]
+        return item_table.new_zeros(has_target.shape).index_put(has_target.nonzero(as_tuple=True), nll), has_target
+
+    def target_states(self, interaction, item_table, tag_table):
+        """The user state for every training target of the batch, in ``has_target.nonzero()`` order.
+
+        Returns (states [Q, H], targets [Q], has_target [B, L] bool: the positions that carry a target).
+        """
+        item_seq = interaction[self.ITEM_SEQ]  # [B, L]
         targets = self.next_items(interaction)  # [B, L]
         has_target = self.loss_positions(interaction) & (self.item_domain[targets] >= 0)  # [B, L]
         rows, steps = has_target.nonzero(as_tuple=True)  # [Q], [Q]
@@ -78,8 +88,7 @@ class MultiAttentionRecommender(CrossDomainSequentialRecommender):
             states = self._states_at_every_position(item_seq, targets, item_table, tag_table)[rows, steps]  # [Q, H]
         else:
             states = self._states_for_targets(interaction, item_table, tag_table)[rows]  # [Q, H]
-        nll = self.in_domain_nll(states, targets[rows, steps], item_table)  # [Q]
-        return item_table.new_zeros(item_seq.shape).index_put((rows, steps), nll), has_target
+        return states, targets[rows, steps], has_target
 
     def calculate_loss(self, interaction):
         nll, has_target = self.next_item_nll(interaction)  # [B, L], [B, L]

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURE_DIMS = {"text_emb": 8, "clip_txt": 6, "clip_img": 6, "tag_emb": 5}
+FEATURE_DIMS = {"text_emb": 8, "clip_txt": 6, "clip_img": 6, "tag_emb": 5, "llm_text_emb": 7}
 
 
-def write_dataset(root, name, inter_rows, item_columns):
-    """Write ``root/name/name.inter`` and ``.item``.
+def write_dataset(root, name, inter_rows, item_columns, user_columns=None):
+    """Write ``root/name/name.inter`` and ``.item`` (and ``.user`` with ``user_columns``).
 
     inter_rows: iterable of (user, item, timestamp); item_columns: ordered dict
     ``{"item_id:token": [...], "domain:token": [...], "text_emb:float_seq": [[...] or None, ...]}``;
+    user_columns: the same for ``.user`` (``{"user_id:token": [...], "profile_emb:float_seq": [...]}``);
     a None cell or a list is written as RecBole expects (empty cell / space-separated values).
     Returns the dataset folder.
     """
@@ -22,12 +23,17 @@ def write_dataset(root, name, inter_rows, item_columns):
         handle.write("user_id:token\titem_id:token\ttimestamp:float\n")
         for user, item, time in inter_rows:
             handle.write(f"{user}\t{item}\t{time}\n")
-    columns = list(item_columns)
-    with open(folder / f"{name}.item", "w", encoding="utf-8") as handle:
-        handle.write("\t".join(columns) + "\n")
-        for cells in zip(*item_columns.values()):
-            handle.write("\t".join(_cell(cell) for cell in cells) + "\n")
+    _write_table(folder / f"{name}.item", item_columns)
+    if user_columns is not None:
+        _write_table(folder / f"{name}.user", user_columns)
     return folder
+
+
+def _write_table(path, columns):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\t".join(columns) + "\n")
+        for cells in zip(*columns.values()):
+            handle.write("\t".join(_cell(cell) for cell in cells) + "\n")
 
 
 def _cell(value):
@@ -38,28 +44,60 @@ def _cell(value):
     return str(value)
 
 
-def known_answer_dataset(root, name="ka", n_users=300, items_per_domain=40, length=12, seed=0):
+def known_answer_dataset(root, name="ka", n_users=300, items_per_domain=40, length=12, seed=0, llm=None):
     """Two domains (``a``, ``b``) whose next item is known: every user walks one cycle that
     alternates domains, ``a0 b0 a1 b1 ... a39 b39 a0 ...``, from a random starting point.
 
     The next item is the successor of the last one, so the history is needed and the target's domain
     differs from the last item's. With ``full`` ranking among 40 items per domain, chance Hit@10 is
     about 0.25; the rule gives 1.0.
+
+    ``llm`` (a set of ``"item"``, ``"domain"``, ``"user"``) adds LLM4CDSR's columns built from each
+    item's place on the cycle (see :func:`cycle_features`), plus noise: ``llm_emb`` (all items, one
+    space), ``llm_emb_domain`` (per domain) and a ``.user`` file whose ``profile_emb`` is the mean of
+    the user's training items' features (all but the last two, the valid and test targets).
     """
     rng = np.random.default_rng(seed)
     cycle = [f"{domain}{index}" for index in range(items_per_domain) for domain in "ab"]
-    rows = []
+    rows, starts = [], []
     for user in range(n_users):
         start = int(rng.integers(len(cycle)))
+        starts.append(start)
         for step in range(length):
             rows.append((f"u{user}", cycle[(start + step) % len(cycle)], 1_000_000 + user * 1000 + step))
     items = sorted(cycle)
-    write_dataset(root, name, rows, {"item_id:token": items, "domain:token": [item[0] for item in items]})
+    item_columns = {"item_id:token": items, "domain:token": [item[0] for item in items]}
+    user_columns = None
+    llm = set(llm or ())
+    features = cycle_features(len(cycle))  # [2N, 6] row p: the item at place p of the cycle
+    place = {item: p for p, item in enumerate(cycle)}
+
+    def noisy(vector, width):  # zero-padded to width, plus noise
+        return (np.r_[vector, np.zeros(width - len(vector))] + rng.normal(0, 0.05, width)).round(4).tolist()
+
+    if "item" in llm:
+        domain = {"a": [1.0, 0.0], "b": [0.0, 1.0]}
+        item_columns["llm_emb:float_seq"] = [noisy(np.r_[features[place[item]], domain[item[0]]], 12) for item in items]
+    if "domain" in llm:
+        item_columns["llm_emb_domain:float_seq"] = [noisy(features[place[item]], 8) for item in items]
+    if "user" in llm:
+        trained = [[(start + step) % len(cycle) for step in range(length - 2)] for start in starts]
+        user_columns = {
+            "user_id:token": [f"u{user}" for user in range(n_users)],
+            "profile_emb:float_seq": [noisy(features[places].mean(0), 10) for places in trained],
+        }
+    write_dataset(root, name, rows, item_columns, user_columns)
     return name
 
 
+def cycle_features(n, frequencies=(1, 3, 7)):
+    """[n, 2 * len(frequencies)]: cos and sin of 2 pi f p / n for place p; the next place is a fixed rotation."""
+    angles = 2 * np.pi * np.outer(np.arange(n), frequencies) / n  # [n, F]
+    return np.concatenate([np.cos(angles), np.sin(angles)], 1)  # [n, 2F]
+
+
 def write_feature_dataset(
-    root, name, features=tuple(FEATURE_DIMS), tags=True, missing_every=0, domains=("a", "b"), seed=0
+    root, name, features=("text_emb", "clip_txt", "clip_img", "tag_emb"), tags=True, missing_every=0, domains=("a", "b"), seed=0
 ):
     """40 items split evenly over ``domains``, 60 users with 6-10 interactions each.
 

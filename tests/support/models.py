@@ -64,12 +64,13 @@ def assert_removed_part_changes_scores(full, ablated, valid_data):
     assert (a[finite] - b[finite]).abs().max() > 1e-6
 
 
-def assert_learns_known_answer(model, root, config_dict=None, min_hit10=0.6):
+def assert_learns_known_answer(model, root, config_dict=None, min_hit10=0.6, dataset_options=None):
     """Train ``model`` on the known-answer data; every domain's test Hit@10 must reach ``min_hit10``.
 
-    Chance is about 0.25, so a model that learns nothing fails. Returns the run's result dict.
+    Chance is about 0.25, so a model that learns nothing fails. ``dataset_options``: keyword arguments
+    of ``known_answer_dataset`` (``llm`` for LLM4CDSR's columns). Returns the run's result dict.
     """
-    name = known_answer_dataset(root)
+    name = known_answer_dataset(root, **(dataset_options or {}))
     config = tiny_config(root, **{"epochs": 10, "learning_rate": 0.005, "stopping_step": 2, **(config_dict or {})})
     result = run(model=model, dataset=name, config_dict=config)
     test = result["test_result"]
