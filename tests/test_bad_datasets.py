@@ -61,6 +61,15 @@ def test_ragged_vectors_are_refused(tmp_path):
         _prepare(tmp_path, name)
 
 
+def test_a_user_without_a_profile_row_is_refused_not_dropped(tmp_path):
+    known_answer_dataset(tmp_path, name="prof", n_users=20, length=6, llm={"item", "domain", "user"})
+    user_file = tmp_path / "prof" / "prof.user"
+    lines = user_file.read_text().splitlines()
+    user_file.write_text("\n".join(line for line in lines if not line.startswith("u7\t")) + "\n")
+    with pytest.raises(ConfigurationError, match=r"prof\.user: 1 user\(s\) of prof\.inter have no row, e\.g\. \['u7'\]"):
+        _prepare(tmp_path, "prof", model="LLM4CDSR")
+
+
 def test_a_dataset_without_domains_runs_as_an_ordinary_sequential_dataset(tmp_path):
     name = _copy(tmp_path, "plain", edit_item=lambda lines: [line.split("\t")[0] for line in lines])
     result = run(model="SASRec", dataset=name, config_dict=tiny_config(tmp_path, hidden_size=8, inner_size=8, n_layers=1,

@@ -39,6 +39,28 @@ def check_files(config):
         handle.readline()  # the header
         if not any(line.strip() for line in handle):
             raise ConfigurationError(f"{inter} has a header but no interaction: nothing to train on.")
+    if "user" in (config["load_col"] or {}):
+        _check_every_user_has_a_row(config, inter, folder / f"{config['dataset']}.user")
+
+
+def _column_values(path, field, separator):
+    """The raw values of one column of an atomic file (its header cell is ``field:type``)."""
+    with open(path, encoding="utf-8") as handle:
+        header = [cell.split(":")[0] for cell in handle.readline().rstrip("\n").split(separator)]
+        at = header.index(field)
+        return {line.rstrip("\n").split(separator)[at] for line in handle if line.strip()}
+
+
+def _check_every_user_has_a_row(config, inter, user):
+    """RecBole drops, without a word, the interactions of a user who has no row in a loaded ``.user``."""
+    field, separator = config["USER_ID_FIELD"], config["field_separator"]
+    missing = sorted(_column_values(inter, field, separator) - _column_values(user, field, separator))
+    if missing:
+        raise ConfigurationError(
+            f"{user}: {len(missing)} user(s) of {inter.name} have no row, e.g. {missing[:SHOWN]}; RecBole would drop "
+            "their interactions. Give every user a row (an empty cell where there is no profile): run the "
+            "user_profile stage of atomic_data_builders again."
+        )
 
 
 def _downloadable():
@@ -53,7 +75,10 @@ def check_loaded(dataset):
     """After RecBole has read the files (item_feat still a DataFrame): domains, vector widths, short users."""
     item_feat = dataset.item_feat
     if item_feat is not None:
-        _check_vector_widths(dataset, item_feat)
+        _check_vector_widths(dataset, item_feat, dataset.iid_field, _item_file(dataset), "item")
+    if dataset.user_feat is not None:
+        path = Path(dataset.config["data_path"]) / f"{dataset.dataset_name}.user"
+        _check_vector_widths(dataset, dataset.user_feat, dataset.uid_field, path, "user")
     if domain_field_of(dataset.config) in (item_feat if item_feat is not None else {}):
         _check_every_item_has_a_domain(dataset)
     _say_unevaluated_users(dataset)
@@ -63,23 +88,23 @@ def _item_file(dataset):
     return Path(dataset.config["data_path"]) / f"{dataset.dataset_name}.item"
 
 
-def _check_vector_widths(dataset, item_feat):
-    """Every non-empty cell of a vector column (float_seq) has the same length: RecBole would zero-pad the
-    short ones. The tag weights column holds one weight per tag of the item, so its length varies."""
+def _check_vector_widths(dataset, feat, id_field, path, noun):
+    """Every non-empty cell of a vector column (float_seq) of ``.item`` or ``.user`` has the same length:
+    RecBole would zero-pad the short ones. The tag weights column holds one weight per tag of the item, so
+    its length varies."""
     per_tag = dataset.config["TAG_WEIGHT_FIELD"] or DEFAULT_TAG_WEIGHT_FIELD
     for field, kind in dataset.field2type.items():
-        if kind != FeatureType.FLOAT_SEQ or field not in item_feat or field == per_tag:
+        if kind != FeatureType.FLOAT_SEQ or field not in feat or field == per_tag:
             continue
-        lengths = np.fromiter((len(cell) for cell in item_feat[field]), dtype=np.int64, count=len(item_feat))  # [n]
+        lengths = np.fromiter((len(cell) for cell in feat[field]), dtype=np.int64, count=len(feat))  # [n]
         widths = np.unique(lengths[lengths > 0])
         if len(widths) > 1:
             usual = int(np.bincount(lengths[lengths > 0]).argmax())
             odd = np.flatnonzero((lengths > 0) & (lengths != usual))
-            tokens = [str(token) for token in dataset.id2token(
-                dataset.iid_field, item_feat[dataset.iid_field].to_numpy()[odd[:SHOWN]])]
+            tokens = [str(token) for token in dataset.id2token(id_field, feat[id_field].to_numpy()[odd[:SHOWN]])]
             raise ConfigurationError(
-                f"{_item_file(dataset)}: column [{field}] has vectors of {len(widths)} lengths {widths.tolist()}: "
-                f"{len(odd)} item(s) differ from the usual {usual}, e.g. {tokens}. Rebuild the column (one "
+                f"{path}: column [{field}] has vectors of {len(widths)} lengths {widths.tolist()}: "
+                f"{len(odd)} {noun}(s) differ from the usual {usual}, e.g. {tokens}. Rebuild the column (one "
                 "embedding model per column) or leave those cells empty."
             )
 
