@@ -2,7 +2,8 @@
 
 SOURCE is one of amazon2014, amazon2018, amazon2023, split (convert raw data), or `enrich` (run
 enrichment stages again on a dataset this command built). Writes DIR/NAME/NAME.inter,
-DIR/NAME/NAME.item and DIR/NAME/NAME.report.{json,md}.
+DIR/NAME/NAME.item and DIR/NAME/NAME.report.{json,md}; with --profiles also DIR/NAME/NAME.user and
+DIR/NAME/NAME.profiles.jsonl.
 """
 from __future__ import annotations
 
@@ -74,21 +75,45 @@ def _add_enrichment(parser) -> None:
     t.add_argument("--tag-merge-threshold", type=float, help="cosine similarity at which two tags merge")
     t.add_argument("--tag-min-df", type=int, help="local: items of a domain a phrase needs to be a candidate (3)")
     t.add_argument("--tag-max-df", type=float, help="local: largest fraction of a domain's items a phrase may have (0.1)")
-    o = parser.add_argument_group("LLM tagger (--tags openai; key read from the environment variable "
-                                  "named by --llm-api-key-env)")
-    o.add_argument("--llm-base-url")
-    o.add_argument("--llm-model")
+    o = parser.add_argument_group("LLM server (--tags openai, --llm-text, --profiles openai, --llm-emb-model; "
+                                  "any OpenAI-compatible server; key read from the environment variable named by "
+                                  "--llm-api-key-env, never written anywhere)")
+    o.add_argument("--llm-base-url", help="the server's /v1 URL (default $OPENAI_BASE_URL, else OpenAI's)")
+    o.add_argument("--llm-model", help="chat model (default gpt-4o-mini)")
     o.add_argument("--llm-api-key-env", help="NAME of the variable holding the key (default OPENAI_API_KEY)")
-    o.add_argument("--llm-concurrency", type=int)
-    o.add_argument("--llm-timeout", type=float)
-    o.add_argument("--llm-max-retries", type=int)
-    o.add_argument("--llm-max-tokens", type=int)
-    o.add_argument("--llm-prompts", help="YAML overriding the per-domain prompts")
-    o.add_argument("--llm-extra-body", type=_json, help='JSON added to each request, e.g. \'{"repeat_penalty": 1.3}\'')
+    o.add_argument("--llm-concurrency", type=int, help="requests in flight at once (4)")
+    o.add_argument("--llm-timeout", type=float, help="seconds per request (60)")
+    o.add_argument("--llm-max-retries", type=int, help="retries after a transient error, with backoff (4)")
+    o.add_argument("--llm-max-tokens", type=int, help="reply tokens (tags 96, llm_text and profiles 160)")
+    o.add_argument("--llm-prompts", help="YAML overriding the shipped prompts.yaml per section and domain")
+    o.add_argument("--llm-extra-body", type=_json, help='JSON added to each chat request, e.g. \'{"repeat_penalty": 1.3}\'')
+    o.add_argument("--llm-response-format", choices=["none", "json_schema", "json_object_schema"],
+                   help="send each stage's reply schema: json_schema (OpenAI structured outputs, vLLM), "
+                        "json_object_schema (llama-cpp-python's server); default none (the prompt asks for JSON)")
     o.add_argument("--tag-cache-dir", help="LLM reply cache (default CACHE_DIR/tags_openai)")
     o.add_argument("--llm-parse-retries", type=int, help="requests again after a reply that does not parse (1)")
     o.add_argument("--llm-retry-failed", action="store_true", default=None,
-                   help="ask again for items recorded as failed (default: a re-run makes no call)")
+                   help="ask again for work recorded as failed (default: a re-run makes no call)")
+    s = parser.add_argument_group("LLM stages (off unless asked for: --llm-emb, --llm-text, --profiles, or --stages)")
+    s.add_argument("--llm-emb", action=argparse.BooleanOptionalAction, default=None,
+                   help="llm_emb and llm_emb_domain: embeddings of a templated item text (title, category, brand, "
+                        "description)")
+    s.add_argument("--llm-emb-model", help="embeddings model at --llm-base-url (/v1/embeddings); default: the local "
+                                           "--text-model. Also embeds the user profiles")
+    s.add_argument("--llm-emb-dim", type=int, help="PCA of llm_emb over all items to this many dimensions (default: none)")
+    s.add_argument("--llm-emb-domain-dim", type=int, default=128,
+                   help="dimensions of llm_emb_domain, PCA within each domain (128)")
+    s.add_argument("--llm-emb-batch", type=int, help="texts per embeddings request (32)")
+    s.add_argument("--llm-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="llm_text_emb: LLM-written key terms, summary and likely buyers of each item (LLM-EMF), "
+                        "embedded by CLIP's text tower with --clip-model, else --text-model; needs --llm-base-url")
+    s.add_argument("--profiles", choices=["none", "local", "openai"], default=None,
+                   help="user_profile: NAME.user (profile_emb) and NAME.profiles.jsonl from each user's training "
+                        "interactions; local: tags and titles, no LLM; openai: clusters asked, then merged, by the "
+                        "LLM (default none; --stages user_profile alone means local)")
+    s.add_argument("--profile-clusters", type=int, help="openai profiles: k-means clusters of items per domain (8)")
+    s.add_argument("--profile-max-clusters", type=int, help="openai profiles: a user's largest clusters asked about (6)")
+    s.add_argument("--profile-items", type=int, help="openai profiles: latest titles shown per cluster (10)")
 
 
 def make_parser() -> argparse.ArgumentParser:

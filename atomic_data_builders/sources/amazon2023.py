@@ -28,10 +28,12 @@ def parse_meta(line: str) -> dict:
         if image:
             break
     main = record.get("main_category")
+    details = record.get("details") if isinstance(record.get("details"), dict) else {}
     return {"item_id": str(record["parent_asin"]), "title": clean_text(record.get("title")),
             "description": clean_text(record.get("description")),
             "categories": amazon.flatten_categories(([main] if main else []) + list(record.get("categories") or [])),
-            "image": image}
+            "image": image,
+            "brand": clean_text(details.get("Brand")) or clean_text(record.get("store"))}
 
 
 RELEASE = amazon.Release(NAME, ["{stem}.jsonl.gz", "{stem}.jsonl"], ["meta_{stem}.jsonl.gz", "meta_{stem}.jsonl"],
