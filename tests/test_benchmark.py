@@ -110,3 +110,18 @@ def test_run_cap_stops_a_run_for_good_with_its_reason(tmp_path):
     state = _state(spec, "SASRec")
     assert state["finished"] and len(state["curve"]) == 1 and state["test"]
     assert "not converged in its 0.0001-minute cap" in Path(spec["results"]).read_text()
+
+
+def test_a_run_another_live_process_trains_is_skipped(tmp_path):
+    config, spec = _config(tmp_path)
+    spec.update(runs={"SASRec": {"model": "SASRec"}}, ablations={}, compare={"subject": "SASRec", "rivals": []})
+    config.write_text(yaml.safe_dump(spec))
+    lock = Path(spec["work_dir"]) / "runs" / "SASRec" / "trained_by.pid"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("1")  # a live process (init) holds the run
+    assert benchmark_main(["--config", str(config)]) == 0
+    assert not (Path(spec["state_dir"]) / "SASRec.json").exists() and lock.read_text() == "1"
+
+    lock.write_text("999999999")  # its process is gone: the run is taken over, trained, and the lock removed
+    assert benchmark_main(["--config", str(config)]) == 0
+    assert _state(spec, "SASRec")["finished"] and not lock.exists()

@@ -53,8 +53,16 @@ def main(argv=None):
         if left <= 0:
             print(f"budget spent: {run.name} and the runs after it wait for the next invocation")
             break
-        print(f"== {run.name} ({run.model})", flush=True)
-        run.train(min(left, args.run_budget_min * 60))
+        if not run.claim():
+            print(f"{run.name}: another process is training it now; skipped", flush=True)
+            continue
+        try:
+            if run.finished:  # finished by another process since this one started
+                continue
+            print(f"== {run.name} ({run.model})", flush=True)
+            run.train(min(left, args.run_budget_min * 60))
+        finally:
+            run.release()
         report()
     report()
     return 0

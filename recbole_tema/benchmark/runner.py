@@ -28,6 +28,7 @@ from recbole_tema.evaluation.protocol import parse_eval_mode
 from recbole_tema.quick_start import build_trainer, prepare_data
 
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
+LOCK_FILE = "trained_by.pid"  # a run's folder holds it while a process trains that run
 
 
 class BudgetSpent(Exception):
@@ -81,6 +82,16 @@ def build_dataset(spec):
     return data_path
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def _write_json(path, value):
     with atomic_open(path) as handle:  # an interrupted write keeps the previous file
         json.dump(value, handle, indent=1)
@@ -110,6 +121,31 @@ class Run:
     @property
     def finished(self):
         return bool(self.state and self.state["finished"])
+
+    def claim(self):
+        """Take the run for this process (True), or leave it to another live process that trains it (False).
+
+        Invocations started side by side may list the same run; the first one trains it, the others
+        skip it. A lock left by a process that died is taken over. The state is read again on success:
+        another process may have finished the run meanwhile.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = self.folder / LOCK_FILE
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = lock.read_text().strip()
+            if owner.isdigit() and _alive(int(owner)):
+                return False
+            lock.unlink(missing_ok=True)  # its process is gone
+            return self.claim()
+        with os.fdopen(handle, "w") as written:
+            written.write(str(os.getpid()))
+        self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        return True
+
+    def release(self):
+        (self.folder / LOCK_FILE).unlink(missing_ok=True)
 
     def test_ranks(self):
         """{protocol: {user token: rank}} and {user token: target domain} of the best checkpoint's test."""
