@@ -317,6 +317,43 @@ def run_pool(run: LLMRun, tasks: Sequence, work: Callable, on_result: Callable, 
     return interrupted
 
 
+def ask_per_item(requests: Sequence, config: LLMConfig, cache, summary: RunSummary, worker: Callable, *,
+                 field: str, counter: str, desc: str, total: int, http_client=None) -> Tuple[dict, Optional[str]]:
+    """The per-item chat loop of the item stages (tags, llm_text): cached outcomes first, the rest asked.
+
+    `requests` are (item, request body) pairs; `worker(run, cache, item, key, body)` asks one item and
+    returns its cached record (`status` "ok" with the answer under `field`, or "failed"). A recorded
+    failure is asked again only with `config.retry_failed`. Counts cache hits, failures and, under the
+    summary's `counter`, the items this run answered. Returns ({item_id: answer} of every answered
+    item, now or earlier; the reason the server became unreachable, or None).
+    """
+    answers: dict = {}
+    todo = []
+    for item, body in requests:
+        key = request_key(item.item_id, body)
+        cached = cache.get(key)
+        if cached is not None and (cached["status"] == "ok" or not config.retry_failed):
+            summary.cache_hits += 1
+            if cached["status"] == "ok":
+                answers[item.item_id] = cached[field]
+            else:
+                summary.failed += 1
+            continue
+        todo.append((item, key, body))
+    run = LLMRun(config, make_client(config, http_client) if todo else None, summary)
+
+    def done(task, record):
+        if record["status"] == "ok":
+            answers[task[0].item_id] = record[field]
+            setattr(summary, counter, getattr(summary, counter) + 1)
+        else:
+            summary.failed += 1
+
+    why = run_pool(run, todo, lambda task: worker(run, cache, *task), done, desc=desc, unit="item",
+                   total=total, initial=total - len(todo))
+    return answers, why
+
+
 def _label(task) -> str:
     first = task[0] if isinstance(task, tuple) and task else task
     return str(getattr(first, "item_id", first))

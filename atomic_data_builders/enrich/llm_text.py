@@ -28,15 +28,13 @@ from atomic_data_builders.enrich.llm_client import (
     LLMInterrupted,
     LLMRun,
     RunSummary,
+    ask_per_item,
     clean_phrases,
     clean_text,
     default_cache_dir,
     interrupted,
     load_prompt_file,
-    make_client,
     parse_json,
-    request_key,
-    run_pool,
     safe_url,
     section_prompt,
     unique_ids,
@@ -113,35 +111,15 @@ def generate_item_texts(items: Iterable, config: LLMTextConfig,
     prompts = load_prompt_file(config.prompts_file)
     summary = LLMTextSummary(model=config.model, base_url=safe_url(config.base_url), items=len(items))
     cache = JsonlCache(Path(config.cache_dir or default_cache_dir() / "llm_text") / CACHE_FILE)
-    texts: Dict[Hashable, str] = {}
-    todo = []
+    requests = []
     for item in items:
         if not (item.title or "").strip():
             summary.no_title += 1
             continue
-        body = config.chat_body(_messages(prompts, item), SCHEMA, "item_text")
-        key = request_key(item.item_id, body)
-        cached = cache.get(key)
-        if cached is not None and (cached["status"] == "ok" or not config.retry_failed):
-            summary.cache_hits += 1
-            if cached["status"] == "ok":
-                texts[item.item_id] = cached["text"]
-            else:
-                summary.failed += 1
-            continue
-        todo.append((item, key, body))
-    run = LLMRun(config, make_client(config, http_client) if todo else None, summary)
-
-    def done(task, record):
-        if record["status"] == "ok":
-            texts[task[0].item_id] = record["text"]
-            summary.written += 1
-        else:
-            summary.failed += 1
-
+        requests.append((item, config.chat_body(_messages(prompts, item), SCHEMA, "item_text")))
     try:
-        why = run_pool(run, todo, lambda task: _write_one(run, cache, *task), done,
-                       desc=f"llm_text ({config.model})", unit="item", total=len(items), initial=len(items) - len(todo))
+        texts, why = ask_per_item(requests, config, cache, summary, _write_one, field="text", counter="written",
+                                  desc=f"llm_text ({config.model})", total=len(items), http_client=http_client)
     finally:
         cache.close()
         summary.seconds = round(time.perf_counter() - start, 3)

@@ -37,13 +37,12 @@ from atomic_data_builders.enrich.llm_client import (
     LLMRun,
     Prompt,
     RunSummary,
+    ask_per_item,
     default_cache_dir,
     interrupted,
     load_prompt_file,
-    make_client,
     parse_json,
     request_key,
-    run_pool,
     safe_url,
     unique_ids,
 )
@@ -195,37 +194,16 @@ def fetch_tags(items: Iterable, config: OpenAITagConfig,
     prompts = load_prompts(config.prompts_file)
     summary = TagRunSummary(model=config.model, base_url=safe_url(config.base_url), items=len(items))
     cache = JsonlCache(Path(config.cache_dir or default_cache_dir()) / CACHE_FILE)
-    results: dict[Hashable, list[str]] = {}
-    todo = []
+    requests = []
     for item in items:
         if not (item.title or "").strip() and not (getattr(item, "description", None) or "").strip():
             summary.no_text += 1
             continue
         messages = render_messages(prompts.get(item.domain, prompts["default"]), item, config.max_description_chars)
-        body = config.chat_body(messages, TAGS_SCHEMA, "tags")
-        key = request_key(item.item_id, body)
-        cached = cache.get(key)
-        if cached is not None and (cached["status"] == "ok" or not config.retry_failed):
-            summary.cache_hits += 1
-            if cached["status"] == "ok":
-                results[item.item_id] = cached["tags"]
-            else:
-                summary.failed += 1
-            continue
-        todo.append((item, key, body))
-
-    run = LLMRun(config, make_client(config, http_client) if todo else None, summary)
-
-    def done(task, record):
-        if record["status"] == "ok":
-            results[task[0].item_id] = record["tags"]
-            summary.tagged += 1
-        else:
-            summary.failed += 1
-
+        requests.append((item, config.chat_body(messages, TAGS_SCHEMA, "tags")))
     try:
-        why = run_pool(run, todo, lambda task: _tag_one(run, cache, *task), done, desc=f"LLM tags ({config.model})",
-                       unit="item", total=len(items), initial=len(items) - len(todo))
+        results, why = ask_per_item(requests, config, cache, summary, _tag_one, field="tags", counter="tagged",
+                                    desc=f"LLM tags ({config.model})", total=len(items), http_client=http_client)
     finally:
         cache.close()
         summary.seconds = round(time.perf_counter() - start, 3)
