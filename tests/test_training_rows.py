@@ -154,3 +154,26 @@ def test_sampled_softmax_estimates_the_full_in_domain_softmax(tmp_path):
         one_negative_gap = (few.in_domain_nll(states, targets, table) - exact).abs().mean()
     assert torch.allclose(estimate, exact, rtol=0.03, atol=0.03)
     assert one_negative_gap > 0.5  # one negative is a poor estimate: the test can tell them apart
+
+
+def test_logit_adjustment_counts_each_training_target_once_and_lifts_rare_items(tmp_path):
+    # windows of 4 over 10 training items a user: prefix and sequence rows must count the same targets
+    name = known_answer_dataset(tmp_path, n_users=30, length=12)
+    config = tiny_config(tmp_path, MAX_ITEM_LIST_LENGTH=4, logit_adjustment=1.0, **SMALL)
+    by_window = build("TEMA", name, config)[0].log_prior
+    by_prefix = build("TEMA", name, {**config, "train_rows": "prefix"})[0].log_prior
+    assert torch.equal(by_window, by_prefix)
+    assert int(torch.expm1(by_window).round().sum()) == 30 * 9  # 10 training items a user, 9 of them targets
+
+    plain = build("TEMA", name, {**config, "logit_adjustment": 0.0})[0]
+    adjusted = build("TEMA", name, config)[0]
+    adjusted.load_state_dict(plain.state_dict())
+    plain.eval(), adjusted.eval()
+    with torch.no_grad():
+        table = torch.zeros_like(plain.item_embedding.weight)  # every item scores 0: only the prior differs
+        pool = plain.domain_pool(0)  # [N_0]
+        rare = pool[adjusted.log_prior[pool].argmin()]
+        states = torch.randn(1, table.shape[1])  # [1, H]
+        target = torch.stack([rare])  # [1]
+        # a rare target costs more under the adjusted softmax: its training pushes its score further up
+        assert adjusted.in_domain_nll(states, target, table) > plain.in_domain_nll(states, target, table)

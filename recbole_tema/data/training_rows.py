@@ -57,3 +57,20 @@ def sequence_train_loader(config, train_data):
     rows = window_rows(users, config["MAX_ITEM_LIST_LENGTH"])
     windows = dataset.copy(dataset.inter_feat[rows])
     return get_dataloader(config, "train")(config, windows, train_data._sampler, shuffle=config["shuffle"])
+
+
+def training_target_counts(dataset, train_rows, n_items):
+    """How often each item is a training target of ``dataset`` (the training split as the model reads it): [n_items].
+
+    Every training target is counted once whatever the rows: with ``prefix`` rows each row's target, with
+    ``sequence`` rows each window's target and the items after the first of its input (the first input item
+    of a later window is the previous window's target). Only the training split is read.
+    """
+    inter = dataset.inter_feat
+    targets = inter[dataset.iid_field].numpy()  # [R]
+    counts = np.bincount(targets, minlength=n_items)  # [n_items]
+    if train_rows == "sequence":
+        item_seq = inter[dataset.iid_field + dataset.config["LIST_SUFFIX"]].numpy()[:, 1:]  # [R, L-1]
+        counts += np.bincount(item_seq[item_seq > 0], minlength=n_items)  # padding is 0, past each row's length
+    return counts
+

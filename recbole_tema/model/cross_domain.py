@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_tema.data.domains import ItemDomains
-from recbole_tema.data.training_rows import train_rows_of
+from recbole_tema.data.training_rows import train_rows_of, training_target_counts
 from recbole_tema.errors import ConfigurationError
 
 TRAIN_SOFTMAX = ("full", "sampled")
@@ -25,7 +25,13 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
     window; ``prefix``: RecBole's rows, loss at the last position), ``train_softmax`` (``full``: all
     items of the target's domain; ``sampled``: ``train_neg_per_domain`` uniform negatives per domain
     shared by the batch, with the importance-sampling correction), ``train_neg_per_domain`` and
-    ``temperature`` (the training logits are divided by it; ranking does not depend on it).
+    ``temperature`` (the training logits are divided by it; ranking does not depend on it) and
+    ``logit_adjustment`` (tau >= 0: the training logits get ``tau * log(1 + n_i)``, n_i the item's count as
+    a training target, while ranking uses the plain scores; Menon et al., "Long-tail learning via logit
+    adjustment", ICLR 2021). A full softmax over a domain pushes down every item at every step and
+    lifts an item only when it is a target, so rare items sink; the adjustment lets the learned scores
+    carry the preference without the popularity, which the sampled protocols (uniform negatives,
+    mostly rare items) reward.
     """
 
     supports_sequence_rows = True
@@ -36,6 +42,7 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         self.train_softmax = config["train_softmax"] or "full"
         self.train_neg_per_domain = config["train_neg_per_domain"]
         self.temperature = config["temperature"] or 1.0
+        self.logit_adjustment = config["logit_adjustment"] or 0.0
         if self.train_softmax not in TRAIN_SOFTMAX:
             raise ConfigurationError(f"train_softmax [{self.train_softmax}] must be one of {list(TRAIN_SOFTMAX)}.")
         if self.train_softmax == "sampled" and not (self.train_neg_per_domain or 0) > 0:
@@ -52,6 +59,11 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
             local[pool] = torch.arange(len(pool))
             self.register_buffer(f"pool_{d}", pool, persistent=False)
         self.register_buffer("item_local", local, persistent=False)  # [n_items]
+        if self.logit_adjustment < 0:
+            raise ConfigurationError(f"logit_adjustment [{self.logit_adjustment}] must be >= 0.")
+        counts = training_target_counts(dataset, self.train_rows, self.n_items) if self.logit_adjustment else None
+        log_prior = torch.log1p(torch.as_tensor(counts, dtype=torch.float)) if counts is not None else torch.zeros(0)
+        self.register_buffer("log_prior", log_prior, persistent=False)  # [n_items] (empty when off)
 
     def domain_pool(self, d):
         """Internal ids of the items of domain ``d``: [N_d]."""
@@ -109,6 +121,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
     def _full_domain_nll(self, states, targets, item_table, d):
         pool = self.domain_pool(d)  # [N_d]
         logits = states @ item_table[pool].t() / self.temperature  # [Q_d, N_d]
+        if self.logit_adjustment:
+            logits = logits + self.logit_adjustment * self.log_prior[pool]  # [Q_d, N_d]
         return F.cross_entropy(logits, self.item_local[targets], reduction="none")  # [Q_d]
 
     def _sampled_domain_nll(self, states, targets, item_table, d):
@@ -120,6 +134,9 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         pos_logit = (states * item_table[targets]).sum(-1, keepdim=True) / self.temperature  # [Q_d, 1]
         neg_logit = states @ item_table[negatives].t() / self.temperature  # [Q_d, N]
         neg_logit = neg_logit + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
+        if self.logit_adjustment:
+            pos_logit = pos_logit + self.logit_adjustment * self.log_prior[targets].unsqueeze(1)  # [Q_d, 1]
+            neg_logit = neg_logit + self.logit_adjustment * self.log_prior[negatives]  # [Q_d, N]
         neg_logit = neg_logit.masked_fill(negatives.view(1, -1) == targets.view(-1, 1), float("-inf"))  # [Q_d, N]
         logits = torch.cat([pos_logit, neg_logit], 1)  # [Q_d, 1 + N]
         return -F.log_softmax(logits, dim=1)[:, 0]  # [Q_d]
