@@ -114,12 +114,28 @@ def enrich(args, report: BuildReport) -> Path:
         report.note(f"{items_path} is missing: items have no text, text stages write empty cells")
         texts = {}
     items = [texts.get(i) or ItemText(item_id=i, domain=d) for i, d in zip(table["item_id"], table["domain"])]
+    _keep_data_facts(folder / f"{args.dataset}.report.json", report)
     files = DatasetFiles(folder, args.dataset)
     files.clear_staged()
     table = run_stages(items, table, args, report, files=files,
                        interactions=lambda: read_inter(files.final("inter")))
     finish_item(files, args, table, report, column_types=types)
     return folder
+
+
+# What the build report says of the data itself: `enrich` changes none of it, so its report keeps it.
+DATA_FACTS = ("source", "input", "started_utc", "filters", "filter_config", "source_info", "bad_lines", "dataset")
+
+
+def _keep_data_facts(path: Path, report: BuildReport) -> None:
+    """Copy the facts about the data from the report of the build being enriched (if it has one)."""
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    report.data["built"] = {key: previous[key] for key in DATA_FACTS if key in previous}
+    for key in ("filters", "filter_config", "source_info", "bad_lines", "dataset"):
+        if key in previous:
+            report.data.setdefault(key, previous[key])
 
 
 def save_items(path: Path, items: List[ItemText]) -> None:

@@ -92,6 +92,10 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     assert len(paired_rows) == 2 * 3  # 2 domains x (mrr, ndcg@10, hit@10)
     users = sum(int(row.split("|")[4].replace(",", "")) for row in paired_rows if "| mrr |" in row)
     assert users == 300  # every test user, split by the target's domain
+    by_popularity = table.split("## Test MRR by how often the target was a training target, `uni10`")[1].split("\n## ")[0]
+    counted = [line for line in by_popularity.splitlines() if line.startswith("| (test users) |")]
+    assert sum(int(cell.replace(",", "")) for line in counted for cell in line.split("|")[3:-1]) == 300
+    assert len([line for line in by_popularity.splitlines() if line.startswith(("| TEMA |", "| SASRec |"))]) == 4
     ablation = Path(spec["ablation_results"]).read_text()
     assert "| TEMA-no-cross | food |" in ablation and "| TEMA | kitchen |" in ablation
     readme = (tmp_path / "README.md").read_text()

@@ -26,6 +26,11 @@ def training_histories(inter: pd.DataFrame) -> Dict[str, List[str]]:
     dataset has one, timestamp). Users come in order of first appearance; a user with HELD_OUT
     interactions or fewer has an empty training part (no profile: their only items are targets).
     """
+    return {user: seq[:-HELD_OUT] if len(seq) > HELD_OUT else [] for user, seq in timelines(inter).items()}
+
+
+def timelines(inter: pd.DataFrame) -> Dict[str, List[str]]:
+    """{user_id: [item_id, ...]}: every user's whole merged timeline, oldest first, in RecBole's order."""
     for column in ("user_id", "item_id"):
         if column not in inter.columns:
             raise ValueError(f"the interactions need a {column!r} column to split histories")
@@ -44,4 +49,4 @@ def training_histories(inter: pd.DataFrame) -> Dict[str, List[str]]:
     timeline: Dict[str, List[str]] = {u: [] for u in pd.unique(inter["user_id"].astype(str))}
     for user, item in zip(users, items):
         timeline[user].append(item)
-    return {user: seq[:-HELD_OUT] if len(seq) > HELD_OUT else [] for user, seq in timeline.items()}
+    return timeline

@@ -17,6 +17,8 @@ METRICS = ("hit@5", "hit@10", "ndcg@10", "mrr")
 HEADERS = ("Hit@5", "Hit@10", "NDCG@10", "MRR")
 PAIRED_METRICS = ("mrr", "ndcg@10", "hit@10")
 BOOTSTRAP_SAMPLES = 2000
+# How often a test target was a training target (of any user): never, rarely, ..., often.
+POPULARITY_BUCKETS = ((0, 0), (1, 2), (3, 10), (11, None))
 
 
 def _domains(result):
@@ -186,6 +188,59 @@ def paired_tests(runs, protocol, subject, rivals):
     return lines if len(lines) > 2 else []
 
 
+def target_popularity(data_path, dataset):
+    """{user token: how often the user's test target is a training target}, from the dataset's ``.inter``.
+
+    A user's timeline is ordered and split as the protocol splits it (atomic_data_builders.enrich.history):
+    the last item is the test target; the training targets are every training item but a user's first.
+    """
+    from atomic_data_builders.atomic import read_inter
+    from atomic_data_builders.enrich.history import HELD_OUT, timelines
+
+    timeline = timelines(read_inter(Path(data_path) / dataset / f"{dataset}.inter"))
+    counts = {}
+    for items in timeline.values():
+        for item in items[1:-HELD_OUT]:
+            counts[item] = counts.get(item, 0) + 1
+    return {user: counts.get(items[-1], 0) for user, items in timeline.items() if len(items) > HELD_OUT}
+
+
+def _bucket_name(low, high):
+    return f"{low}" if low == high else (f"{low}-{high}" if high is not None else f">{low - 1}")
+
+
+def popularity_table(runs, protocol, popularity):
+    """Markdown rows: each group's test MRR (mean over seeds) by target domain and target popularity bucket."""
+    ranks_of = {}
+    for run in runs:
+        stored = run.test_ranks()
+        if stored and protocol in stored[0]:
+            ranks_of.setdefault(run.group, []).append(stored)
+    if not ranks_of:
+        return []
+    domain_of = next(iter(ranks_of.values()))[0][1]
+    bucket_of = {user: next(k for k, (low, high) in enumerate(POPULARITY_BUCKETS)
+                            if count >= low and (high is None or count <= high))
+                 for user, count in popularity.items()}
+    lines = []
+    for domain in sorted(set(domain_of.values())):
+        users = [[u for u in domain_of if domain_of[u] == domain and bucket_of.get(u) == k]
+                 for k in range(len(POPULARITY_BUCKETS))]
+        if not lines:
+            lines = ["| run | domain | " + " | ".join(f"target seen {_bucket_name(*bucket)}x" for bucket in
+                                                     POPULARITY_BUCKETS) + " |",
+                     "| --- | --- | " + " | ".join("---" for _ in POPULARITY_BUCKETS) + " |"]
+        lines.append(f"| (test users) | {domain} | " + " | ".join(f"{len(chosen):,}" for chosen in users) + " |")
+        for group, group_ranks in ranks_of.items():
+            cells = []
+            for chosen in users:
+                present = [ranks[protocol] for ranks, _ in group_ranks if all(u in ranks[protocol] for u in chosen)]
+                cells.append(f"{np.mean([per_user_values([r[u] for u in chosen], 'mrr').mean() for r in present]):.4f}"
+                             if chosen and present else "")
+            lines.append(f"| {group} | {domain} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def longest_wait(curve):
     """Most epochs a run waited between one new best validation MRR and the next (0: improved every time)."""
     best, best_epoch, wait = -1.0, 0, 0
@@ -278,6 +333,14 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
                       f"Each user's metric from their test rank, averaged over each run's seeds; {subject} minus the "
                       f"rival, per target domain; interval from {BOOTSTRAP_SAMPLES} bootstrap resamples of users.", ""]
             lines += tested + [""]
+    by_popularity = popularity_table(runs, protocols[0], target_popularity(data_path, spec["dataset"])) \
+        if with_paired_tests else []
+    if by_popularity:
+        lines += [f"## Test MRR by how often the target was a training target, `{protocols[0]}`", "",
+                  "Users grouped by their test target's count among the training targets of all users (never, "
+                  "1-2, 3-10, more than 10 times); each cell the group's mean test MRR (mean over seeds). Chance "
+                  "MRR among 1,000 candidates is about 0.0075.", ""]
+        lines += by_popularity + [""]
     lines += ["## Runs", "",
               f"`longest wait for a new best`: the most epochs a run went without a new best validation MRR before a "
               f"later one; a patience of {patience} stops no run that would still improve after a wait that long.", ""]

@@ -91,6 +91,7 @@ def test_enriched_split_build_loads_in_recbole_and_reenriches(tmp_path):
     report = json.loads((out / "rich/rich.report.json").read_text())
     assert report["stages"]["text_emb"]["encoded"] == 0  # every title came from the cache
     assert report["pca"]["text_emb"]["to"] == 8
+    assert report["dataset"]["items"] == n_items and report["built"]["source"] == "split"  # the data's facts stay
 
 
 def test_atomic_open_leaves_nothing_on_failure(tmp_path):
