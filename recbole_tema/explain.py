@@ -16,9 +16,10 @@ the top-k items of each domain (items already in the history are not recommended
 * ``tags``: the item's tags with their weight in its representation (TEMA's tag pooling; they sum
   to 1), and ``shared_tags`` with each driver.
 * ``user_state``: the score is exactly ``(g * intra) . v + ((1 - g) * cross) . v`` (TEMA's gate g
-  between the intra-domain and the cross-domain state, v the item's vector); the two terms, their
-  shares of the total magnitude, and the mean gate.
-* ``modalities``: the item's fusion weights over its modalities (ID, text, tags, ...; they sum to 1).
+  between the intra-domain and the cross-domain state, v the item's vector; g = 1 for both terms
+  with ``state_fusion: sum``); the two terms, their shares of the total magnitude, and the mean gate.
+* ``modalities``: the item's fusion weights over its modalities (ID, text, tags, ...; they sum to 1;
+  with ``modality_fusion: sum``, each term's share of the summed norms).
 
 Items and users are shown by raw token, and by title where the dataset's ``.item`` has a ``title``.
 """
@@ -59,7 +60,7 @@ class Explainer:
             self.item_table, self.tag_table = self.model.item_representations()  # [n_items, H], [n_items, H] or None
             self.modality_names, vectors, present, _ = self.model.modalities()  # [M], [n_items, M, H], [n_items, M]
             fusion = self.model.fusion
-            self.modality_weights = fusion.weights(vectors, present) if fusion is not None else None  # [n_items, M]
+            self.modality_weights = fusion.shares(vectors, present) if fusion is not None else None  # [n_items, M]
             self.tag_weights = self.model.tags.attention()[1] if self.model.tags is not None else None  # [n_items, T]
 
     # ------------------------------------------------------------------ lookups
@@ -110,7 +111,9 @@ class Explainer:
         n = len(history)
         seq = history.view(1, n)  # [1, n]
         cross, intra = self.model.end_states(seq, torch.tensor([n]), self.item_table, self.tag_table)  # [1, D, H] each
-        gate = self.model.intra_gate(cross, intra) if cross is not None and intra is not None else None  # [1, D, H]
+        both = cross is not None and intra is not None
+        terms = self.model.state_terms(cross, intra) if both else None  # ([1, D, H], [1, D, H])
+        gate = self.model.intra_gate(cross, intra) if both and self.model.gate is not None else None  # [1, D, H]
         states = self.model.forward(seq, torch.tensor([n]), self.item_table, self.tag_table)  # [1, D, H]
         scores = self.model.score_per_domain(states, self.item_table)[0]  # [n_items]
         scores[history] = float("-inf")  # never recommend what the user already has
@@ -137,7 +140,7 @@ class Explainer:
                     "is_test_item": item == test_item,
                     "drivers": self._drivers(history, drops, item, drivers),
                     "tags": [{"tag": tag, "weight": weight} for tag, weight in self._tags(item)],
-                    "user_state": self._user_state(cross, intra, gate, d, vector),
+                    "user_state": self._user_state(intra, terms, gate, d, vector),
                     "modalities": self._modalities(item),
                 })
             explanation["recommendations"][self.model.domain_names[d]] = items
@@ -153,15 +156,15 @@ class Explainer:
                  "shared_tags": [tag for tag in own_tags if tag in {t for t, _ in self._tags(int(history[j]))}]}
                 for j in order.tolist()]
 
-    def _user_state(self, cross, intra, gate, d, vector):
-        if gate is None:  # one encoder only: it decides alone
+    def _user_state(self, intra, terms, gate, d, vector):
+        if terms is None:  # one encoder only: it decides alone
             part = "cross-domain" if intra is None else "intra-domain"
             return {"parts": {part: 1.0}, "terms": {}, "mean_gate": None}
-        terms = {"intra-domain": float((gate[0, d] * intra[0, d]) @ vector),
-                 "cross-domain": float(((1 - gate[0, d]) * cross[0, d]) @ vector)}
+        intra_part, cross_part = terms  # [1, D, H] each
+        terms = {"intra-domain": float(intra_part[0, d] @ vector), "cross-domain": float(cross_part[0, d] @ vector)}
         total = sum(abs(value) for value in terms.values()) or 1.0
         return {"parts": {name: abs(value) / total for name, value in terms.items()}, "terms": terms,
-                "mean_gate": float(gate[0, d].mean())}
+                "mean_gate": float(gate[0, d].mean()) if gate is not None else None}
 
     def _modalities(self, item):
         if self.modality_weights is None:

@@ -108,3 +108,14 @@ def test_explains_from_a_fresh_process(trained):
                            "--user", user, "--format", "json", "--k", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["user"] == user
+
+
+def test_an_additive_checkpoint_explains_exactly(tmp_path):
+    """With modality_fusion / state_fusion: sum the parts still add up to the score, and no gate is shown."""
+    model_file, drivers = _train(tmp_path, epochs=2, modality_fusion="sum", state_fusion="sum")
+    explanation = Explainer(model_file).explain(sorted(drivers)[0], k=2)
+    for items in explanation["recommendations"].values():
+        for item in items:
+            assert sum(item["user_state"]["terms"].values()) == pytest.approx(item["score"], rel=1e-4, abs=1e-4)
+            assert item["user_state"]["mean_gate"] is None
+            assert sum(item["modalities"].values()) == pytest.approx(1.0, abs=1e-5) and item["modalities"]["tags"] > 0

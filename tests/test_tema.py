@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.layers import domain_subsequence
 from recbole_tema.quick_start import run
 from support.configs import small_model_config
@@ -143,3 +144,26 @@ def test_learns_the_shared_known_answer(tmp_path, train_rows, train_softmax):
     fast["train_batch_size"] = 32 if train_rows == "sequence" else 256
     fast.update(train_softmax=train_softmax, train_neg_per_domain=10)  # 10 of the 40 items of a domain
     assert_learns_known_answer("TEMA", tmp_path, fast)
+
+
+def test_additive_fusions_learn_the_shared_known_answer(tmp_path):
+    """LLM-EMF's additive forms in place of both gates (modality_fusion / state_fusion: sum)."""
+    fast = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "learning_rate": 0.01, "epochs": 8,
+            "train_batch_size": 32, "modality_fusion": "sum", "state_fusion": "sum"}
+    assert_learns_known_answer("TEMA", tmp_path, fast)
+
+
+def test_additive_fusions_replace_the_gates(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
+    gated, _, valid_data = build("TEMA", "feat", small_model_config(data_path))
+    additive, _, _ = build("TEMA", "feat", small_model_config(data_path, modality_fusion="sum", state_fusion="sum"))
+    assert gated.gate is not None and additive.gate is None
+    assert type(additive.fusion).__name__ == "WeightedModalitySum"
+    # the sum: ID embedding + weighted modalities, missing ones adding nothing
+    _, vectors, present, _ = additive.modalities()  # [n_items, M, H], [n_items, M]
+    expected = vectors[:, 0] + (additive.fusion.weights.view(1, -1, 1) * vectors[:, 1:] * present[:, 1:, None]).sum(1)
+    assert torch.allclose(additive.item_representations()[0], expected, atol=1e-6)
+    cross, intra = torch.randn(3, 2, 8), torch.randn(3, 2, 8)
+    assert torch.allclose(additive.combine(cross, intra), cross + intra)
+    with pytest.raises(ConfigurationError, match=r"state_fusion \[mean\] must be one of \['gate', 'sum'\]"):
+        build("TEMA", "feat", small_model_config(data_path, state_fusion="mean"))

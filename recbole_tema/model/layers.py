@@ -169,13 +169,39 @@ class GatedModalityFusion(nn.Module):
 
     def forward(self, modalities, present):
         # modalities: [n_items, M, hidden]; present: [n_items, M]
-        alpha = self.weights(modalities, present)  # [n_items, M]
+        alpha = self.shares(modalities, present)  # [n_items, M]
         return (alpha.unsqueeze(-1) * modalities).sum(1)  # [n_items, hidden]
 
-    def weights(self, modalities, present):
+    def shares(self, modalities, present):
         """Each item's weight of each modality [n_items, M] (0 where absent; rows sum to 1)."""
         logits = self.score(torch.tanh(modalities)).squeeze(-1) + self.modality_bias  # [n_items, M]
         return logits.masked_fill(~present, float("-inf")).softmax(-1)  # [n_items, M]
+
+
+class WeightedModalitySum(nn.Module):
+    """ID embedding + sum_m w_m * modality m, with one learned scalar weight per non-ID modality (LLM-EMF's fusion).
+
+    Unlike the gate, every present modality always enters with its full vector, so content reaches
+    the item vector however the ID embedding is trained.
+    """
+
+    def __init__(self, n_modalities):
+        super().__init__()
+        self.weights = nn.Parameter(torch.ones(n_modalities - 1))
+
+    def forward(self, modalities, present):
+        # modalities: [n_items, M, hidden], the ID embedding first; missing rows are zero, so they add nothing
+        return (self.terms(modalities) * present.unsqueeze(-1)).sum(1)  # [n_items, hidden]
+
+    def terms(self, modalities):
+        """Each modality's term of the sum: [n_items, M, hidden]."""
+        scale = torch.cat([self.weights.new_ones(1), self.weights])  # [M]
+        return scale.view(1, -1, 1) * modalities  # [n_items, M, hidden]
+
+    def shares(self, modalities, present):
+        """Each modality's share of the item vector [n_items, M]: its term's norm over the sum of norms (rows sum to 1)."""
+        norms = self.terms(modalities).norm(dim=-1) * present  # [n_items, M]
+        return norms / norms.sum(-1, keepdim=True).clamp(min=1e-12)  # [n_items, M]
 
 
 class SelfAttention(nn.Module):

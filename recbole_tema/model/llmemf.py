@@ -26,20 +26,14 @@ import torch
 import torch.nn as nn
 
 from recbole_tema.errors import ConfigurationError
-from recbole_tema.model.layers import FrozenItemFeatures, ModalityProjection, enabled_feature_fields, init_weights
+from recbole_tema.model.layers import (
+    FrozenItemFeatures,
+    ModalityProjection,
+    WeightedModalitySum,
+    enabled_feature_fields,
+    init_weights,
+)
 from recbole_tema.model.multi_attention import MultiAttentionRecommender
-
-
-class WeightedModalitySum(nn.Module):
-    """ID embedding + sum_m w_m * projected modality m, with one learned scalar weight per modality."""
-
-    def __init__(self, n_modalities):
-        super().__init__()
-        self.weights = nn.Parameter(torch.ones(n_modalities))
-
-    def forward(self, ids, modalities):
-        # ids: [n_items, H]; modalities: [n_items, M, H] (missing rows are zero, so they add nothing)
-        return ids + (self.weights.view(1, -1, 1) * modalities).sum(1)  # [n_items, H]
 
 
 class LLMEMF(MultiAttentionRecommender):
@@ -70,7 +64,7 @@ class LLMEMF(MultiAttentionRecommender):
                 for field in self.features.fields
             }
         )
-        self.fusion = WeightedModalitySum(len(self.features.fields)) if self.features.fields else None
+        self.fusion = WeightedModalitySum(1 + len(self.features.fields)) if self.features.fields else None
 
         # multiple attention over single-domain and merged sequences
         self.build_encoders(config)
@@ -83,8 +77,12 @@ class LLMEMF(MultiAttentionRecommender):
         ids = self.item_embedding.weight  # [n_items, H]
         if self.fusion is None:
             return ids, None
-        projected = [self.projections[field](*self.features.get(field)) for field in self.features.fields]
-        return self.fusion(ids, torch.stack(projected, 1)), None  # [n_items, H]
+        vectors, present = [ids], [torch.ones_like(self.item_domain, dtype=torch.bool)]
+        for field in self.features.fields:
+            values, has = self.features.get(field)  # [n_items, dim], [n_items]
+            vectors.append(self.projections[field](values, has))  # [n_items, H]
+            present.append(has)
+        return self.fusion(torch.stack(vectors, 1), torch.stack(present, 1)), None  # [n_items, H]
 
     def combine(self, cross, intra):
         return cross + intra  # [..., H]

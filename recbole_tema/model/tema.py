@@ -17,6 +17,9 @@ What this implementation does (written from the paper's description, not its cod
       score between two positions gains a learned term in their tags);
     * user representation for a target: a learned gate between the cross-domain state and the
       target domain's intra-domain state; cross-entropy over the target domain's items.
+    * ``modality_fusion: sum`` and ``state_fusion: sum`` replace the two gates by LLM-EMF's additive
+      forms (ID embedding plus learned-weight modalities; intra-domain plus cross-domain state), for
+      the comparison on Food-Kitchen (benchmarks/results/tema_hyper_fusion_food_kitchen.md).
 
 Where we deviate from the paper, and why:
     * training (``train_rows: sequence``, the default): each user's training sequence is read once
@@ -37,10 +40,13 @@ from recbole_tema.model.layers import (
     GatedModalityFusion,
     ModalityProjection,
     TagFusion,
+    WeightedModalitySum,
     enabled_feature_fields,
     init_weights,
 )
 from recbole_tema.model.multi_attention import MultiAttentionRecommender
+
+FUSIONS = ("gate", "sum")
 
 
 class TEMA(MultiAttentionRecommender):
@@ -61,8 +67,13 @@ class TEMA(MultiAttentionRecommender):
         self.tag_fusion_mode = config["tag_fusion"]
         use_tags = config["use_tags"]
         use_tag_attention = config["tag_attention"]
+        modality_fusion = config["modality_fusion"] or "gate"
+        state_fusion = config["state_fusion"] or "gate"
         if self.loss_type != "CE":
             raise ConfigurationError(f"TEMA trains with loss_type CE only, got [{self.loss_type}].")
+        for key, value in (("modality_fusion", modality_fusion), ("state_fusion", state_fusion)):
+            if value not in FUSIONS:
+                raise ConfigurationError(f"{key} [{value}] must be one of {list(FUSIONS)}.")
 
         # item side: ID embedding, frozen features, tags
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -75,14 +86,15 @@ class TEMA(MultiAttentionRecommender):
         )
         self.tags = self._build_tag_fusion(dataset) if use_tags else None
         n_modalities = 1 + len(self.features.fields) + (self.tags is not None)
-        self.fusion = GatedModalityFusion(self.hidden_size, n_modalities) if n_modalities > 1 else None
+        fusion = GatedModalityFusion(self.hidden_size, n_modalities) if modality_fusion == "gate" else None
+        self.fusion = (fusion or WeightedModalitySum(n_modalities)) if n_modalities > 1 else None
 
         # tag-enriched multi-attention: tag vectors (learned tags, else projected tag_emb) join Q and K
         self.tag_source = "tags" if self.tags is not None else ("tag_emb" if "tag_emb" in self.features.fields else None)
         self.tag_attention = bool(use_tag_attention and self.tag_source)
         self.build_encoders(config, self.tag_attention)
         both = config["intra_domain_encoder"] and config["cross_domain_encoder"]
-        self.gate = nn.Linear(2 * self.hidden_size, self.hidden_size) if both else None
+        self.gate = nn.Linear(2 * self.hidden_size, self.hidden_size) if both and state_fusion == "gate" else None
 
         # parameters initialization
         self.apply(lambda module: init_weights(module, self.initializer_range))
@@ -133,6 +145,13 @@ class TEMA(MultiAttentionRecommender):
         """The gate g [..., H] of the user state g * intra + (1 - g) * cross, from both states [..., H]."""
         return torch.sigmoid(self.gate(torch.cat([cross, intra], -1)))  # [..., H]
 
-    def combine(self, cross, intra):
+    def state_terms(self, cross, intra):
+        """The two terms whose sum is the user state: (intra part, cross part), each [..., H]."""
+        if self.gate is None:  # state_fusion: sum
+            return intra, cross
         g = self.intra_gate(cross, intra)  # [..., H]
-        return g * intra + (1 - g) * cross  # [..., H]
+        return g * intra, (1 - g) * cross  # [..., H] each
+
+    def combine(self, cross, intra):
+        intra_part, cross_part = self.state_terms(cross, intra)  # [..., H] each
+        return intra_part + cross_part  # [..., H]
