@@ -167,3 +167,25 @@ def test_additive_fusions_replace_the_gates(tmp_path):
     assert torch.allclose(additive.combine(cross, intra), cross + intra)
     with pytest.raises(ConfigurationError, match=r"state_fusion \[mean\] must be one of \['gate', 'sum'\]"):
         build("TEMA", "feat", small_model_config(data_path, state_fusion="mean"))
+
+
+def test_id_dropout_scores_cold_items_from_content(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat")
+    model, train_data, _ = build("TEMA", "feat", small_model_config(data_path, id_dropout=0.5))
+    has_content = model.modalities()[2][:, 1:].any(1)  # [n_items]
+    assert model.cold_items.any() and not model.cold_items.all()
+    model.eval()  # evaluation: exactly the items never a training target lose their ID
+    present = model.modalities()[2]  # [n_items, M]
+    assert torch.equal(~present[:, 0], model.cold_items & has_content)
+    model.train()  # training: about half of the items with content, drawn anew
+    kept = torch.stack([model.modalities()[2][:, 0] for _ in range(20)]).float().mean(0)  # [n_items]
+    assert 0.35 < kept[has_content].mean() < 0.65
+    assert (kept[~has_content] == 1).all()
+    with pytest.raises(ConfigurationError, match=r"id_dropout \[1.0\] must be in \[0, 1\)"):
+        build("TEMA", "feat", small_model_config(data_path, id_dropout=1.0))
+
+
+def test_id_dropout_trains_and_evaluates_end_to_end(tmp_path):
+    data_path = write_feature_dataset(tmp_path / "data", "feat", missing_every=3)
+    result = run("TEMA", "feat", config_dict=small_model_config(data_path, id_dropout=0.3), saved=False)
+    assert math.isfinite(result["test_result"]["mrr"]) and result["test_result"]["targets"] == 60

@@ -17,6 +17,9 @@ What this implementation does (written from the paper's description, not its cod
       score between two positions gains a learned term in their tags);
     * user representation for a target: a learned gate between the cross-domain state and the
       target domain's intra-domain state; cross-entropy over the target domain's items.
+    * ``id_dropout`` (off by default, not in the paper): the item-ID modality is dropped at random in
+      training and for items never a training target at evaluation, so such items are scored from
+      their text and tags instead of an ID embedding that only learned to sink.
     * ``modality_fusion: sum`` and ``state_fusion: sum`` replace the two gates by LLM-EMF's additive
       forms (ID embedding plus learned-weight modalities; intra-domain plus cross-domain state), for
       the comparison on Food-Kitchen (benchmarks/results/tema_hyper_fusion_food_kitchen.md).
@@ -34,6 +37,7 @@ Where we deviate from the paper, and why:
 import torch
 import torch.nn as nn
 
+from recbole_tema.data.training_rows import training_target_counts
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.layers import (
     FrozenItemFeatures,
@@ -67,10 +71,13 @@ class TEMA(MultiAttentionRecommender):
         self.tag_fusion_mode = config["tag_fusion"]
         use_tags = config["use_tags"]
         use_tag_attention = config["tag_attention"]
+        self.id_dropout = config["id_dropout"] or 0.0
         modality_fusion = config["modality_fusion"] or "gate"
         state_fusion = config["state_fusion"] or "gate"
         if self.loss_type != "CE":
             raise ConfigurationError(f"TEMA trains with loss_type CE only, got [{self.loss_type}].")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ConfigurationError(f"id_dropout [{self.id_dropout}] must be in [0, 1).")
         for key, value in (("modality_fusion", modality_fusion), ("state_fusion", state_fusion)):
             if value not in FUSIONS:
                 raise ConfigurationError(f"{key} [{value}] must be one of {list(FUSIONS)}.")
@@ -86,6 +93,11 @@ class TEMA(MultiAttentionRecommender):
         )
         self.tags = self._build_tag_fusion(dataset) if use_tags else None
         n_modalities = 1 + len(self.features.fields) + (self.tags is not None)
+        if self.id_dropout and n_modalities == 1:
+            raise ConfigurationError("id_dropout needs a content modality (text, CLIP or tag features) besides the item ID.")
+        # with id_dropout, items never a training target are scored from their content alone
+        cold = torch.as_tensor(training_target_counts(dataset, self.train_rows, self.n_items) == 0) if self.id_dropout else None
+        self.register_buffer("cold_items", cold if cold is not None else torch.zeros(0, dtype=torch.bool), persistent=False)
         fusion = GatedModalityFusion(self.hidden_size, n_modalities) if modality_fusion == "gate" else None
         self.fusion = (fusion or WeightedModalitySum(n_modalities)) if n_modalities > 1 else None
 
@@ -132,7 +144,23 @@ class TEMA(MultiAttentionRecommender):
             tag_vectors = vectors[names.index("tag_emb")]  # [n_items, H]
         if not self.tag_attention:
             tag_vectors = None
-        return names, torch.stack(vectors, 1), torch.stack(present, 1), tag_vectors  # [n_items, M, H], [n_items, M]
+        present = torch.stack(present, 1)  # [n_items, M]
+        if self.id_dropout:
+            present[:, 0] = self._id_kept(present[:, 1:].any(1))  # [n_items]
+        return names, torch.stack(vectors, 1), present, tag_vectors  # [n_items, M, H], [n_items, M]
+
+    def _id_kept(self, has_content):
+        """Which items' ID embedding enters their vector [n_items] (an item without content always keeps it).
+
+        Training drops each item's ID with probability ``id_dropout`` (anew every step), so the model
+        learns to score items from content alone; evaluation drops it for the items never a training
+        target, whose ID embedding only ever learned to sink (DropoutNet, Volkovs et al., NeurIPS 2017).
+        """
+        if self.training:
+            dropped = torch.rand(has_content.shape, device=has_content.device) < self.id_dropout  # [n_items]
+        else:
+            dropped = self.cold_items  # [n_items]
+        return ~(dropped & has_content)  # [n_items]
 
     def item_representations(self):
         """Fused vectors of every item [n_items, H] and, with tag attention, their tag vectors [n_items, H]."""
