@@ -1,13 +1,15 @@
 """A canned OpenAI-compatible server for the LLM stage tests: chat completions and embeddings.
 
 It speaks just enough of the API for the real `openai` client. Replies come from functions of the
-request body, so a test can answer per prompt (tags, llm_text, profile clusters and merges), fail
-on purpose (an int is an HTTP status), or return a malformed payload. Every request is recorded
-with its Authorization header.
+request body, so a test can answer per prompt (tags, llm_text, profile clusters and merges), from a
+script (`scripted`), fail on purpose (an int is an HTTP status; 429 says Retry-After: 0), or return
+a malformed payload. Every request is recorded with its Authorization header, and the most requests
+ever in flight at once are counted.
 """
 import hashlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -38,17 +40,30 @@ def default_chat(body: dict):
     return json.dumps(["tea", "green tea"])
 
 
+def scripted(replies: list):
+    """A chat function answering with `replies` in order (texts or HTTP status ints); the last one repeats."""
+    replies, lock = list(replies), threading.Lock()
+
+    def chat(body: dict):
+        with lock:
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+    return chat
+
+
 class FakeLLM:
     """`with FakeLLM(chat=fn, embed=fn) as server: ... server.base_url ...`.
 
     `chat(body)` returns the reply text, or an int HTTP status. `embed(inputs)` returns a list of
     vectors (a vector may be a list of per-token vectors), an int HTTP status, or a dict sent as is.
+    Each request is answered after `delay` seconds.
     """
 
-    def __init__(self, chat=None, embed=None, dim: int = 8):
+    def __init__(self, chat=None, embed=None, dim: int = 8, delay: float = 0.0):
         self.chat = chat or default_chat
         self.embed = embed or (lambda inputs: [fake_vector(t, dim) for t in inputs])
+        self.delay = delay
         self.requests, self.auth = [], []  # (path, body), Authorization header
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         server = self
 
@@ -61,6 +76,11 @@ class FakeLLM:
                 with server.lock:
                     server.requests.append((self.path, body))
                     server.auth.append(self.headers.get("Authorization"))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                time.sleep(server.delay)
+                with server.lock:
+                    server.in_flight -= 1
                 if self.path.endswith("/embeddings"):
                     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
                     result = server.embed(inputs)
@@ -81,13 +101,15 @@ class FakeLLM:
             def _error(self, status):
                 # a careless server echoes the Authorization header: the key must still never be written
                 self._send(status, {"error": {"message": f"canned {status}; you sent {self.headers.get('Authorization')}",
-                                              "type": "canned"}})
+                                              "type": "canned"}}, {"Retry-After": "0"} if status == 429 else {})
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

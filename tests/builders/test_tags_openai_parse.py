@@ -1,16 +1,15 @@
 """LLM tagging: reply parsing, retries, cache and key hygiene, against a canned HTTP server.
 
-The canned server speaks just enough of the OpenAI chat API for the real `openai` client to talk
-to it, and answers from a script (bad replies, 429, 500, 401), so every error path is exercised
-deterministically. The real model is tested in test_tags_openai_llama.py.
+The canned server (llm_fakes.FakeLLM) speaks just enough of the OpenAI chat API for the real
+`openai` client to talk to it, and answers from a script (bad replies, 429, 500, 401), so every
+error path is exercised deterministically. The real model is tested in test_tags_openai_llama.py.
 """
 import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from llm_fakes import FakeLLM, scripted
 
 from atomic_data_builders.enrich.items import ItemText
 from atomic_data_builders.enrich.llama_server import free_port
@@ -33,68 +32,6 @@ SECRET = "sk-test-0123456789-very-secret"
 def items(n=1, domain="food"):
     return [ItemText(item_id=f"I{k}", domain=domain, title=f"Organic green tea number {k}",
                      description="Loose leaf tea.", categories=["Grocery", "Tea"]) for k in range(n)]
-
-
-class CannedServer:
-    """Answers POST /v1/chat/completions from `script`: a list of reply texts or HTTP status ints
-    (the last entry repeats). Records each request's JSON body and Authorization header."""
-
-    def __init__(self, script, delay=0.0):
-        self.script, self.delay = list(script), delay
-        self.requests, self.auth = [], []
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append(body)
-                    server.auth.append(self.headers.get("Authorization"))
-                    step = server.script.pop(0) if len(server.script) > 1 else server.script[0]
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                time.sleep(server.delay)
-                with server.lock:
-                    server.in_flight -= 1
-                if isinstance(step, int):
-                    payload = {"error": {"message": f"canned {step}; you sent {self.headers.get('Authorization')}",
-                                         "type": "canned"}}
-                    self._send(step, payload, {"Retry-After": "0"} if step == 429 else {})
-                    return
-                self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": step}}],
-                                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
-
-            def _send(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def config(tmp_path, base_url, **overrides):
@@ -170,17 +107,17 @@ def test_prompts_are_domain_aware_and_overridable(tmp_path):
 # ---- through the real openai client ------------------------------------------------------------
 
 def test_bad_reply_is_retried_then_accepted(tmp_path):
-    with CannedServer(["Sure! Tags: tea", '["green tea", "tea"]']) as server:
+    with FakeLLM(chat=scripted(["Sure! Tags: tea", '["green tea", "tea"]'])) as server:
         tags, summary = fetch_tags(items(1), config(tmp_path, server.base_url))
     assert tags == {"I0": ["green_tea", "tea"]}
     assert (summary.calls, summary.retries, summary.tagged, summary.failed) == (2, 1, 1, 0)
-    assert server.requests[0]["temperature"] == 0.0 and server.requests[1]["temperature"] == 0.7
+    assert server.chat_bodies()[0]["temperature"] == 0.0 and server.chat_bodies()[1]["temperature"] == 0.7
     assert (summary.prompt_tokens, summary.completion_tokens) == (20, 10)
 
 
 def test_always_bad_reply_is_recorded_failed_not_written(tmp_path):
     cfg = config(tmp_path, "")
-    with CannedServer(['{"tags": "not a list"}']) as server:
+    with FakeLLM(chat=scripted(['{"tags": "not a list"}'])) as server:
         cfg.base_url = server.base_url
         tags, summary = fetch_tags(items(1), cfg)
         assert tags == {} and summary.failed == 1 and summary.calls == 2
@@ -191,13 +128,13 @@ def test_always_bad_reply_is_recorded_failed_not_written(tmp_path):
         assert tags == {} and summary.calls == 0 and summary.cache_hits == 1 and summary.failed == 1
         # ... unless asked to
         cfg.retry_failed = True
-        server.script = ['["tea"]']
+        server.chat = scripted(['["tea"]'])
         tags, summary = fetch_tags(items(1), cfg)
         assert tags == {"I0": ["tea"]} and summary.calls == 1
 
 
 def test_rate_limit_and_server_errors_are_retried(tmp_path):
-    with CannedServer([429, 500, 503, '["tea"]']) as server:
+    with FakeLLM(chat=scripted([429, 500, 503, '["tea"]'])) as server:
         tags, summary = fetch_tags(items(1), config(tmp_path, server.base_url, max_retries=3))
     assert tags == {"I0": ["tea"]}
     assert summary.calls == 4 and summary.retries == 3
@@ -205,7 +142,7 @@ def test_rate_limit_and_server_errors_are_retried(tmp_path):
 
 def test_unreachable_server_interrupts_and_keeps_finished_items(tmp_path):
     cfg = config(tmp_path, "")
-    with CannedServer(['["tea"]']) as server:
+    with FakeLLM(chat=scripted(['["tea"]'])) as server:
         cfg.base_url = server.base_url
         fetch_tags(items(2), cfg)
     cfg.base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
@@ -219,7 +156,7 @@ def test_unreachable_server_interrupts_and_keeps_finished_items(tmp_path):
 
 
 def test_cache_key_follows_model_and_prompt(tmp_path):
-    with CannedServer(['["tea"]']) as server:
+    with FakeLLM(chat=scripted(['["tea"]'])) as server:
         cfg = config(tmp_path, server.base_url)
         fetch_tags(items(2), cfg)
         assert fetch_tags(items(2), cfg)[1].calls == 0
@@ -234,7 +171,7 @@ def test_cache_key_follows_model_and_prompt(tmp_path):
 
 def test_torn_cache_line_is_repaired(tmp_path):
     cfg = config(tmp_path, "")
-    with CannedServer(['["tea"]']) as server:
+    with FakeLLM(chat=scripted(['["tea"]'])) as server:
         cfg.base_url = server.base_url
         fetch_tags(items(2), cfg)
         path = tmp_path / "cache" / CACHE_FILE
@@ -246,7 +183,7 @@ def test_torn_cache_line_is_repaired(tmp_path):
 
 
 def test_concurrency_is_bounded(tmp_path):
-    with CannedServer(['["tea"]'], delay=0.15) as server:
+    with FakeLLM(chat=scripted(['["tea"]']), delay=0.15) as server:
         tags, summary = fetch_tags(items(8), config(tmp_path, server.base_url, concurrency=3))
     assert len(tags) == 8
     assert 2 <= server.max_in_flight <= 3
@@ -255,7 +192,7 @@ def test_concurrency_is_bounded(tmp_path):
 def test_api_key_is_sent_but_never_cached_logged_or_reported(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TEMA_TEST_LLM_KEY", SECRET)
     caplog.set_level(logging.DEBUG)  # openai and httpx debug logs included
-    with CannedServer(["nonsense", '["tea"]', 401]) as server:
+    with FakeLLM(chat=scripted(["nonsense", '["tea"]', 401])) as server:
         tags, summary = fetch_tags(items(1), config(tmp_path, server.base_url))
         assert server.auth[0] == f"Bearer {SECRET}"  # the key does reach the server
         with pytest.raises(RuntimeError, match="TEMA_TEST_LLM_KEY") as info:  # 401: server echoes the key
