@@ -129,3 +129,16 @@ def test_a_run_another_live_process_trains_is_skipped(tmp_path):
     lock.write_text("999999999")  # its process is gone: the run is taken over, trained, and the lock removed
     assert benchmark_main(["--config", str(config)]) == 0
     assert _state(spec, "SASRec")["finished"] and not lock.exists()
+
+
+def test_a_stored_run_trained_with_other_settings_is_refused(tmp_path, capsys):
+    config, spec = _config(tmp_path)
+    spec.update(max_run_minutes=0.0001, runs={"SASRec": {"model": "SASRec"}}, ablations={},
+                compare={"subject": "SASRec", "rivals": []})
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config)]) == 0
+    spec["runs"]["SASRec"]["hidden_size"] = 32  # the config changed; the stored results did not
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config), "--report-only"]) == 2
+    error = capsys.readouterr().err
+    assert "run [SASRec]" in error and "hidden_size: None -> 32" in error and "give the changed run a new name" in error

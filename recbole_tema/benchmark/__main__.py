@@ -15,6 +15,7 @@ import time
 
 from recbole_tema.benchmark.report import write_reports
 from recbole_tema.benchmark.runner import Run, build_dataset, load_benchmark_config
+from recbole_tema.errors import ConfigurationError
 
 
 def main(argv=None):
@@ -37,7 +38,12 @@ def main(argv=None):
     unknown = sorted(set(args.runs or []) - set(named))
     if unknown:
         raise SystemExit(f"unknown run(s) {unknown}; the config defines {sorted(named)}")
-    runs = [Run(name, overrides, spec, data_path) for name, overrides in named.items()]
+    try:  # every stored run is checked against the config once, before anything trains
+        every = {name: Run(name, overrides, spec, data_path) for name, overrides in {**spec["runs"], **spec["ablations"]}.items()}
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    runs = [every[name] for name in named]
     if args.runs:  # in the order given
         runs = sorted(runs, key=lambda run: args.runs.index(run.name) if run.name in args.runs else len(args.runs))
 

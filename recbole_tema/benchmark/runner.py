@@ -117,6 +117,15 @@ class Run:
         self.state_file = Path(spec["state_dir"]) / f"{name}.json"
         self.ranks_file = Path(spec["state_dir"]) / f"{name}.ranks.npz"
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+        if self.state is not None and self.state["overrides"] != self.overrides:
+            stored = self.state["overrides"]
+            changed = {key: (stored.get(key), self.overrides.get(key)) for key in sorted({*stored, *self.overrides})
+                       if stored.get(key) != self.overrides.get(key)}
+            raise ConfigurationError(
+                f"run [{name}]: its stored state {self.state_file} was trained with other settings than the config "
+                f"now gives ({', '.join(f'{key}: {old} -> {new}' for key, (old, new) in changed.items())}); give the "
+                f"changed run a new name, or delete {self.state_file}, its .ranks.npz and {self.folder} to train it again."
+            )
 
     @property
     def finished(self):
