@@ -114,6 +114,14 @@ def test_run_cap_stops_a_run_for_good_with_its_reason(tmp_path):
     state = _state(spec, "SASRec")
     assert state["finished"] and len(state["curve"]) == 1 and state["test"]
     assert "not converged in its 0.0001-minute cap" in Path(spec["results"]).read_text()
+    assert benchmark_main(["--config", str(config)]) == 0  # done for good under this cap: not trained again
+    assert len(_state(spec, "SASRec")["curve"]) == 1
+
+    spec["runs"]["SASRec"]["max_run_minutes"] = 60  # its own, larger cap: it trains on from its checkpoint
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config)]) == 0
+    state = _state(spec, "SASRec")
+    assert state["finished"] and state["stop"] == "last epoch" and [e["epoch"] for e in state["curve"]] == [1, 2]
 
 
 def test_a_run_another_live_process_trains_is_skipped(tmp_path):

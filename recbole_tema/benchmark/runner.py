@@ -110,7 +110,9 @@ class Run:
         self.name = name
         self.model = overrides["model"]
         self.group = overrides.get("group", name)
-        self.overrides = {key: value for key, value in overrides.items() if key not in ("model", "group")}
+        self.overrides = {key: value for key, value in overrides.items() if key not in ("model", "group", "max_run_minutes")}
+        # minutes of training + validation after which a still-improving run stops (its own, else the benchmark's)
+        self.cap_minutes = overrides.get("max_run_minutes", spec.get("max_run_minutes", float("inf")))
         self.spec = spec
         self.data_path = data_path
         self.folder = Path(spec["work_dir"]) / "runs" / name  # checkpoints
@@ -129,7 +131,11 @@ class Run:
 
     @property
     def finished(self):
-        return bool(self.state and self.state["finished"])
+        """Done for good: converged, or stopped by its cap while the cap has not been raised since."""
+        if not (self.state and self.state["finished"]):
+            return False
+        capped = self.state.get("stop", "").startswith("not converged")
+        return not (capped and self.state["train_seconds"] < self.cap_minutes * 60)
 
     def claim(self):
         """Take the run for this process (True), or leave it to another live process that trains it (False).
@@ -197,11 +203,12 @@ class Run:
                   "training again from epoch 1", flush=True)
             state = None
         state = state or self._fresh_state(model)
+        state["finished"] = False  # a capped run whose cap was raised trains on
         device = f"{config['device']}: {describe_machine()}"
         if device not in state["devices"]:
             state["devices"].append(device)
 
-        cap_s = self.spec.get("max_run_minutes", float("inf")) * 60 - state["train_seconds"]
+        cap_s = self.cap_minutes * 60 - state["train_seconds"]
         began = mark = time.time()
         cpu_mark = time.process_time()
         valid_epoch, last_valid = trainer._valid_epoch, {}
@@ -239,7 +246,7 @@ class Run:
             stop = "early stopping" if trainer.cur_step > trainer.stopping_step else "last epoch"
         except BudgetSpent as spent:
             if spent.capped:
-                stop = f"not converged in its {self.spec['max_run_minutes']}-minute cap"
+                stop = f"not converged in its {self.cap_minutes:g}-minute cap"
         if state["best_epoch"] is not None:
             state["test"] = self.test(trainer, test_data)
         state["finished"] = stop != "budget"
