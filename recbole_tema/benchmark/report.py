@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from atomic_data_builders.atomic import atomic_open
 
@@ -19,6 +20,7 @@ PAIRED_METRICS = ("mrr", "ndcg@10", "hit@10")
 BOOTSTRAP_SAMPLES = 2000
 # How often a test target was a training target (of any user): never, rarely, ..., often.
 POPULARITY_BUCKETS = ((0, 0), (1, 2), (3, 10), (11, None))
+TEXT_COLUMN = "text_emb"  # the item column whose presence says an item has text
 
 
 def _domains(result):
@@ -188,8 +190,8 @@ def paired_tests(runs, protocol, subject, rivals):
     return lines if len(lines) > 2 else []
 
 
-def target_popularity(data_path, dataset):
-    """{user token: how often the user's test target is a training target}, from the dataset's ``.inter``.
+def test_targets(data_path, dataset):
+    """({user token: the user's test target}, {item: how often it is a training target}), from the ``.inter``.
 
     A user's timeline is ordered and split as the protocol splits it (atomic_data_builders.enrich.history):
     the last item is the test target; the training targets are every training item but a user's first.
@@ -202,15 +204,39 @@ def target_popularity(data_path, dataset):
     for items in timeline.values():
         for item in items[1:-HELD_OUT]:
             counts[item] = counts.get(item, 0) + 1
-    return {user: counts.get(items[-1], 0) for user, items in timeline.items() if len(items) > HELD_OUT}
+    return {user: items[-1] for user, items in timeline.items() if len(items) > HELD_OUT}, counts
+
+
+def popularity_groups(targets, counts):
+    """({user: index of the popularity bucket of their test target}, bucket names)."""
+    bucket_of = {user: next(k for k, (low, high) in enumerate(POPULARITY_BUCKETS)
+                            if counts.get(item, 0) >= low and (high is None or counts.get(item, 0) <= high))
+                 for user, item in targets.items()}
+    return bucket_of, [f"target seen {_bucket_name(*bucket)}x" for bucket in POPULARITY_BUCKETS]
+
+
+def text_groups(data_path, dataset, targets, column=TEXT_COLUMN):
+    """({user: 0 if their test target has a ``column`` vector in the ``.item``, else 1}, group names); None without one."""
+    item_file = Path(data_path) / dataset / f"{dataset}.item"
+    header = [name.split(":")[0] for name in item_file.open(encoding="utf-8").readline().rstrip("\n").split("\t")]
+    if column not in header or "item_id" not in header:
+        return None
+    table = pd.read_csv(item_file, sep="\t", usecols=["item_id", column], header=0, names=header, dtype=str,
+                        keep_default_na=False, quoting=3)
+    with_text = set(table["item_id"][table[column] != ""])
+    return ({user: 0 if item in with_text else 1 for user, item in targets.items()},
+            [f"target has `{column}`", f"target has no `{column}`"])
 
 
 def _bucket_name(low, high):
     return f"{low}" if low == high else (f"{low}-{high}" if high is not None else f">{low - 1}")
 
 
-def popularity_table(runs, protocol, popularity):
-    """Markdown rows: each group's test MRR (mean over seeds) by target domain and target popularity bucket."""
+def grouped_mrr_table(runs, protocol, group_of, names):
+    """Markdown rows: each run group's test MRR (mean over seeds) by target domain and user group.
+
+    group_of: {user token: index into names}; a user in no group is left out.
+    """
     ranks_of = {}
     for run in runs:
         stored = run.test_ranks()
@@ -219,17 +245,9 @@ def popularity_table(runs, protocol, popularity):
     if not ranks_of:
         return []
     domain_of = next(iter(ranks_of.values()))[0][1]
-    bucket_of = {user: next(k for k, (low, high) in enumerate(POPULARITY_BUCKETS)
-                            if count >= low and (high is None or count <= high))
-                 for user, count in popularity.items()}
-    lines = []
+    lines = ["| run | domain | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for domain in sorted(set(domain_of.values())):
-        users = [[u for u in domain_of if domain_of[u] == domain and bucket_of.get(u) == k]
-                 for k in range(len(POPULARITY_BUCKETS))]
-        if not lines:
-            lines = ["| run | domain | " + " | ".join(f"target seen {_bucket_name(*bucket)}x" for bucket in
-                                                     POPULARITY_BUCKETS) + " |",
-                     "| --- | --- | " + " | ".join("---" for _ in POPULARITY_BUCKETS) + " |"]
+        users = [[u for u in domain_of if domain_of[u] == domain and group_of.get(u) == k] for k in range(len(names))]
         lines.append(f"| (test users) | {domain} | " + " | ".join(f"{len(chosen):,}" for chosen in users) + " |")
         for group, group_ranks in ranks_of.items():
             cells = []
@@ -333,14 +351,23 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
                       f"Each user's metric from their test rank, averaged over each run's seeds; {subject} minus the "
                       f"rival, per target domain; interval from {BOOTSTRAP_SAMPLES} bootstrap resamples of users.", ""]
             lines += tested + [""]
-    by_popularity = popularity_table(runs, protocols[0], target_popularity(data_path, spec["dataset"])) \
-        if with_paired_tests else []
-    if by_popularity:
-        lines += [f"## Test MRR by how often the target was a training target, `{protocols[0]}`", "",
-                  "Users grouped by their test target's count among the training targets of all users (never, "
-                  "1-2, 3-10, more than 10 times); each cell the group's mean test MRR (mean over seeds). Chance "
-                  "MRR among 1,000 candidates is about 0.0075.", ""]
-        lines += by_popularity + [""]
+    if with_paired_tests:
+        targets, counts = test_targets(data_path, spec["dataset"])
+        by_popularity = grouped_mrr_table(runs, protocols[0], *popularity_groups(targets, counts))
+        if by_popularity:
+            lines += [f"## Test MRR by how often the target was a training target, `{protocols[0]}`", "",
+                      "Users grouped by their test target's count among the training targets of all users (never, "
+                      "1-2, 3-10, more than 10 times); each cell the group's mean test MRR (mean over seeds). Chance "
+                      "MRR among 1,000 candidates is about 0.0075.", ""]
+            lines += by_popularity + [""]
+        by_text = text_groups(data_path, spec["dataset"], targets)
+        by_text = grouped_mrr_table(runs, protocols[0], *by_text) if by_text else []
+        if by_text:
+            lines += [f"## Test MRR by whether the target has text, `{protocols[0]}`", "",
+                      f"Users grouped by whether their test target has a `{TEXT_COLUMN}` vector (a title or description "
+                      "to embed). Without one, TEMA and LLMEMF score an item from its ID embedding (TEMA also from its "
+                      "tags, where it has any); LLM4CDSR, whose items have no ID embedding, from a zero vector.", ""]
+            lines += by_text + [""]
     lines += ["## Runs", "",
               f"`longest wait for a new best`: the most epochs a run went without a new best validation MRR before a "
               f"later one; a patience of {patience} stops no run that would still improve after a wait that long.", ""]
