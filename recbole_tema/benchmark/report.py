@@ -217,8 +217,10 @@ def popularity_groups(targets, counts):
 
 def text_groups(data_path, dataset, targets, column=TEXT_COLUMN):
     """({user: 0 if their test target has a ``column`` vector in the ``.item``, else 1}, group names); None without one."""
+    from atomic_data_builders.atomic import item_column_types
+
     item_file = Path(data_path) / dataset / f"{dataset}.item"
-    header = [name.split(":")[0] for name in item_file.open(encoding="utf-8").readline().rstrip("\n").split("\t")]
+    header = list(item_column_types(item_file))
     if column not in header or "item_id" not in header:
         return None
     table = pd.read_csv(item_file, sep="\t", usecols=["item_id", column], header=0, names=header, dtype=str,

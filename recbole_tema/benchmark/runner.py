@@ -29,6 +29,7 @@ from recbole_tema.quick_start import build_trainer, prepare_data
 
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
 LOCK_FILE = "trained_by.pid"  # a run's folder holds it while a process trains that run
+CAPPED = "not converged in its {:g}-minute cap"  # the status of a run its max_run_minutes stopped
 
 
 class BudgetSpent(Exception):
@@ -134,7 +135,7 @@ class Run:
         """Done for good: converged, or stopped by its cap while the cap has not been raised since."""
         if not (self.state and self.state["finished"]):
             return False
-        capped = self.state.get("stop", "").startswith("not converged")
+        capped = self.state.get("stop", "").startswith(CAPPED.split("{")[0])
         return not (capped and self.state["train_seconds"] < self.cap_minutes * 60)
 
     def claim(self):
@@ -246,7 +247,7 @@ class Run:
             stop = "early stopping" if trainer.cur_step > trainer.stopping_step else "last epoch"
         except BudgetSpent as spent:
             if spent.capped:
-                stop = f"not converged in its {self.cap_minutes:g}-minute cap"
+                stop = CAPPED.format(self.cap_minutes)
         if state["best_epoch"] is not None:
             state["test"] = self.test(trainer, test_data)
         state["finished"] = stop != "budget"

@@ -104,6 +104,21 @@ class ModalityProjection(nn.Module):
         return x * present.unsqueeze(-1)  # [n_items, hidden]
 
 
+def id_and_feature_modalities(ids, features, projections):
+    """The item-ID embedding, then every frozen feature of ``features`` through its projection.
+
+    ids: [n_items, H]. Returns lists with one entry per modality, the ID first (always present):
+    names [M], vectors M x [n_items, H], present M x [n_items] bool.
+    """
+    names, vectors, present = ["id"], [ids], [torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)]
+    for field in features.fields:
+        values, has = features.get(field)  # [n_items, dim], [n_items]
+        names.append(field)
+        vectors.append(projections[field](values, has))  # [n_items, H]
+        present.append(has)
+    return names, vectors, present
+
+
 class TagFusion(nn.Module):
     """Pools an item's learnable tag-token embeddings into one vector.
 

@@ -31,6 +31,7 @@ from recbole_tema.model.layers import (
     ModalityProjection,
     WeightedModalitySum,
     enabled_feature_fields,
+    id_and_feature_modalities,
     init_weights,
 )
 from recbole_tema.model.multi_attention import MultiAttentionRecommender
@@ -77,11 +78,7 @@ class LLMEMF(MultiAttentionRecommender):
         ids = self.item_embedding.weight  # [n_items, H]
         if self.fusion is None:
             return ids, None
-        vectors, present = [ids], [torch.ones_like(self.item_domain, dtype=torch.bool)]
-        for field in self.features.fields:
-            values, has = self.features.get(field)  # [n_items, dim], [n_items]
-            vectors.append(self.projections[field](values, has))  # [n_items, H]
-            present.append(has)
+        _, vectors, present = id_and_feature_modalities(ids, self.features, self.projections)
         return self.fusion(torch.stack(vectors, 1), torch.stack(present, 1)), None  # [n_items, H]
 
     def combine(self, cross, intra):

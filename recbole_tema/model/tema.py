@@ -46,6 +46,7 @@ from recbole_tema.model.layers import (
     TagFusion,
     WeightedModalitySum,
     enabled_feature_fields,
+    id_and_feature_modalities,
     init_weights,
 )
 from recbole_tema.model.multi_attention import MultiAttentionRecommender
@@ -98,8 +99,12 @@ class TEMA(MultiAttentionRecommender):
         # with id_dropout, items never a training target are scored from their content alone
         cold = torch.as_tensor(training_target_counts(dataset, self.train_rows, self.n_items) == 0) if self.id_dropout else None
         self.register_buffer("cold_items", cold if cold is not None else torch.zeros(0, dtype=torch.bool), persistent=False)
-        fusion = GatedModalityFusion(self.hidden_size, n_modalities) if modality_fusion == "gate" else None
-        self.fusion = (fusion or WeightedModalitySum(n_modalities)) if n_modalities > 1 else None
+        if n_modalities == 1:
+            self.fusion = None
+        elif modality_fusion == "gate":
+            self.fusion = GatedModalityFusion(self.hidden_size, n_modalities)
+        else:
+            self.fusion = WeightedModalitySum(n_modalities)
 
         # tag-enriched multi-attention: tag vectors (learned tags, else projected tag_emb) join Q and K
         self.tag_source = "tags" if self.tags is not None else ("tag_emb" if "tag_emb" in self.features.fields else None)
@@ -127,13 +132,7 @@ class TEMA(MultiAttentionRecommender):
         The tag vectors [n_items, H] (learned tags, else projected ``tag_emb``) feed tag-enriched
         attention; None without tag attention.
         """
-        ids = self.item_embedding.weight  # [n_items, H]
-        names, vectors, present = ["id"], [ids], [torch.ones_like(self.item_domain, dtype=torch.bool)]
-        for field in self.features.fields:
-            values, has = self.features.get(field)  # [n_items, dim], [n_items]
-            names.append(field)
-            vectors.append(self.projections[field](values, has))  # [n_items, H]
-            present.append(has)
+        names, vectors, present = id_and_feature_modalities(self.item_embedding.weight, self.features, self.projections)
         tag_vectors = None
         if self.tags is not None:
             tag_vectors, has_tags = self.tags()  # [n_items, H], [n_items]
