@@ -137,7 +137,7 @@ def test_tags_carry_the_answer_to_unseen_items(tmp_path):
     assert with_tags["mrr"] >= without["mrr"] + 0.03, (dict(with_tags), dict(without))
 
 
-@pytest.mark.parametrize("train_rows,train_softmax", [("sequence", "full"), ("prefix", "full"), ("sequence", "sampled")])
+@pytest.mark.parametrize("train_rows,train_softmax", [("sequence", "full"), ("prefix", "full"), ("sequence", "sampled"), ("sequence", "infonce")])
 def test_learns_the_shared_known_answer(tmp_path, train_rows, train_softmax):
     fast = {"hidden_size": 32, "inner_size": 64, "n_layers": 1, "learning_rate": 0.01, "epochs": 8, "train_rows": train_rows}
     # about 10 steps an epoch either way: 300 user sequences, or 2,700 prefix rows

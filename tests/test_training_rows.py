@@ -156,6 +156,27 @@ def test_sampled_softmax_estimates_the_full_in_domain_softmax(tmp_path):
     assert one_negative_gap > 0.5  # one negative is a poor estimate: the test can tell them apart
 
 
+def test_infonce_is_the_uncorrected_sampled_softmax(tmp_path):
+    name = known_answer_dataset(tmp_path, n_users=12, length=8)
+    config = {**tiny_config(tmp_path, **SMALL), "train_neg_per_domain": 5}
+    infonce = build("TEMA", name, {**config, "train_softmax": "infonce"})[0]
+    sampled = build("TEMA", name, {**config, "train_softmax": "sampled"})[0]
+    with torch.no_grad():
+        table = torch.randn_like(infonce.item_embedding.weight)  # [n_items, H]
+        states = torch.randn(8, table.shape[1])  # [Q, H]
+        targets = infonce.domain_pool(0)[:8]  # [Q] all of domain 0: one draw of negatives
+        torch.manual_seed(0)
+        got = infonce.in_domain_nll(states, targets, table)  # [Q]
+        torch.manual_seed(0)
+        negatives = infonce.uniform_negatives(0)  # [N] the draw the loss made
+        torch.manual_seed(0)
+        corrected = sampled.in_domain_nll(states, targets, table)  # [Q]
+        neg_logit = (states @ table[negatives].t()).masked_fill(negatives.view(1, -1) == targets.view(-1, 1), float("-inf"))
+        logits = torch.cat([(states * table[targets]).sum(-1, keepdim=True), neg_logit], 1)  # [Q, 1 + N]
+    assert torch.allclose(got, -torch.log_softmax(logits, 1)[:, 0], atol=1e-6)
+    assert (corrected > got).all()  # 5 of 39 other items: the correction weighs each negative up
+
+
 def test_logit_adjustment_counts_each_training_target_once_and_lifts_rare_items(tmp_path):
     # windows of 4 over 10 training items a user: prefix and sequence rows must count the same targets
     name = known_answer_dataset(tmp_path, n_users=30, length=12)

@@ -15,7 +15,7 @@ from recbole_tema.data.domains import ItemDomains
 from recbole_tema.data.training_rows import train_rows_of, training_target_counts
 from recbole_tema.errors import ConfigurationError
 
-TRAIN_SOFTMAX = ("full", "sampled")
+TRAIN_SOFTMAX = ("full", "sampled", "infonce")
 
 
 class CrossDomainSequentialRecommender(SequentialRecommender):
@@ -24,7 +24,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
     Config keys read here: ``train_rows`` (``sequence``: loss at every position of each training
     window; ``prefix``: RecBole's rows, loss at the last position), ``train_softmax`` (``full``: all
     items of the target's domain; ``sampled``: ``train_neg_per_domain`` uniform negatives per domain
-    shared by the batch, with the importance-sampling correction), ``train_neg_per_domain`` and
+    shared by the batch, with the importance-sampling correction; ``infonce``: the same negatives
+    without it, so the loss is a softmax over the target and N negatives, ABXI's InfoNCE), ``train_neg_per_domain`` and
     ``temperature`` (the training logits are divided by it; ranking does not depend on it) and
     ``logit_adjustment`` (tau >= 0: the training logits get ``tau * log(1 + n_i)``, n_i the item's count as
     a training target, while ranking uses the plain scores; Menon et al., "Long-tail learning via logit
@@ -45,8 +46,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         self.logit_adjustment = config["logit_adjustment"] or 0.0
         if self.train_softmax not in TRAIN_SOFTMAX:
             raise ConfigurationError(f"train_softmax [{self.train_softmax}] must be one of {list(TRAIN_SOFTMAX)}.")
-        if self.train_softmax == "sampled" and not (self.train_neg_per_domain or 0) > 0:
-            raise ConfigurationError("train_softmax: sampled needs train_neg_per_domain > 0.")
+        if self.train_softmax != "full" and not (self.train_neg_per_domain or 0) > 0:
+            raise ConfigurationError(f"train_softmax: {self.train_softmax} needs train_neg_per_domain > 0.")
 
         # domains: buffers, so they follow the model to its device
         domains = ItemDomains.from_dataset(dataset)
@@ -126,14 +127,17 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         return F.cross_entropy(logits, self.item_local[targets], reduction="none")  # [Q_d]
 
     def _sampled_domain_nll(self, states, targets, item_table, d):
-        # Uniform negatives shared by the batch. Importance-sampling correction: with N of the domain's
-        # N_d - 1 other items drawn uniformly, log((N_d - 1) / N) on each negative logit makes the sum
-        # of their exponentials an unbiased estimate of the full softmax's denominator.
+        # Uniform negatives shared by the batch. `sampled`: importance-sampling correction: with N of the
+        # domain's N_d - 1 other items drawn uniformly, log((N_d - 1) / N) on each negative logit makes the
+        # sum of their exponentials an unbiased estimate of the full softmax's denominator. `infonce`: no
+        # correction; a target only has to beat N mostly rare items, so the head is pushed down less
+        # often than by the full softmax (ABXI's loss, which ranks rare targets better on Food-Kitchen).
         pool = self.domain_pool(d)  # [N_d]
         negatives = self.uniform_negatives(d)  # [N]
         pos_logit = (states * item_table[targets]).sum(-1, keepdim=True) / self.temperature  # [Q_d, 1]
         neg_logit = states @ item_table[negatives].t() / self.temperature  # [Q_d, N]
-        neg_logit = neg_logit + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
+        if self.train_softmax == "sampled":
+            neg_logit = neg_logit + math.log(max(len(pool) - 1, 1) / len(negatives))  # [Q_d, N]
         if self.logit_adjustment:
             pos_logit = pos_logit + self.logit_adjustment * self.log_prior[targets].unsqueeze(1)  # [Q_d, 1]
             neg_logit = neg_logit + self.logit_adjustment * self.log_prior[negatives]  # [Q_d, N]
