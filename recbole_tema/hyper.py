@@ -8,11 +8,16 @@ The params file is RecBole's: one line per key, ``name choice [v1, v2]`` (or ``u
 uses) with early stopping on ``valid_metric`` and is judged on validation only: the test split is never
 evaluated. After every trial the output file (markdown) is rewritten with all trials so far, best first,
 and the trials are stored beside it (``<output_file stem>.trials.json``): a search run again with the same
-command takes the trials it finds there instead of training them again, so a long search resumes.
+command takes the trials it finds there instead of training them again, so a long search resumes. A
+trial stopped midway is not lost either: it checkpoints every epoch under ``--resume_dir`` (default
+``saved/run_hyper/<output_file stem>``, one folder per trial, deleted when the trial ends), and the same
+command continues it from its last finished epoch.
 """
 
 import argparse
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +34,8 @@ def _parser():
     parser.add_argument("--max_evals", type=int, default=100, help="most trials (random / bayes)")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without a better one")
     parser.add_argument("--output_file", default="hyper.md", help="markdown file of every trial, best first")
+    parser.add_argument("--resume_dir", default=None,
+                        help="checkpoints of unfinished trials (default: saved/run_hyper/<output_file stem>)")
     return parser
 
 
@@ -62,8 +69,10 @@ def main(argv=None):
 
     config_files = args.config_files.split() if args.config_files else None
     store = Path(args.output_file).with_suffix(".trials.json")
-    # what makes a stored trial reusable: every setting but the output file
-    search = [f"--{key}={value}" for key, value in sorted(vars(args).items()) if key != "output_file"] + recbole_args
+    # what makes a stored trial reusable: every setting but where its outputs go
+    search = [f"--{key}={value}" for key, value in sorted(vars(args).items())
+              if key not in ("output_file", "resume_dir")] + recbole_args
+    resume_dir = Path(args.resume_dir or Path("saved", "run_hyper", Path(args.output_file).stem))
     stored = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {"search": search, "trials": []}
     if stored["search"] != search:
         print(f"run_hyper: error: {store} holds the trials of another search ({' '.join(stored['search'])}); "
@@ -77,10 +86,12 @@ def main(argv=None):
         params = _as_json(config_dict)
         result = next((trial["result"] for trial in stored["trials"] if trial["params"] == params), None)
         if result is None:
-            result = _as_json(objective_function(config_dict, config_file_list, saved=saved))
+            trial_dir = resume_dir / hashlib.sha1(json.dumps([search, params], sort_keys=True).encode()).hexdigest()[:12]
+            result = _as_json(objective_function(config_dict, config_file_list, saved=saved, resume_dir=trial_dir))
             stored["trials"].append({"params": params, "result": result})
             with atomic_open(store) as handle:
                 json.dump(stored, handle, indent=1)
+            shutil.rmtree(trial_dir, ignore_errors=True)  # stored: its checkpoints are no longer needed
         trials.append({"params": params, "result": result})
         header = [f"# Hyper-parameter search: {result['model']}", "",
                   f"Command: `run_hyper {' '.join(argv)}`; search `{args.algo}` "

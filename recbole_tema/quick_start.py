@@ -1,12 +1,15 @@
 """One pipeline (config -> data -> model -> trainer) for plugin and RecBole models alike."""
 
+import json
 import os
 import time
 from logging import getLogger
+from pathlib import Path
 
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_logger, init_seed, set_color
 
+from atomic_data_builders.atomic import atomic_open
 from recbole_tema import compat, distributed
 from recbole_tema.config import Config
 from recbole_tema.data import checks
@@ -49,8 +52,49 @@ def build_trainer(config, model, train_data):
     return trainer
 
 
-def _train(config, saved):
-    """Data, model and trainer of ``config``, trained with early stopping: (trainer, test data, best valid score, result)."""
+def save_checkpoint(trainer, epoch_idx, path):
+    """RecBole's checkpoint of ``trainer`` (model, optimizer, epoch, early-stopping state) at ``path``,
+    written under a temporary name and renamed: an interrupted write keeps the previous checkpoint."""
+    partial = f"{path}.part"
+    trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=partial)
+    os.replace(partial, path)
+
+
+class EpochCheckpoints:
+    """A ``fit`` callback that makes a training resumable from its last finished epoch.
+
+    After every validation the trainer's checkpoint goes to ``<folder>/last.pth`` and what RecBole's
+    checkpoint lacks (the best validation result, epochs and wall seconds so far) to
+    ``<folder>/progress.json``. Created on a folder holding both, it resumes the trainer from them. The
+    random streams are not restored: a resumed training is not bit-identical to an uninterrupted one.
+    """
+
+    def __init__(self, trainer, folder, began):
+        self.trainer, self.folder = trainer, Path(folder)
+        self.last, self.progress_file = self.folder / "last.pth", self.folder / "progress.json"
+        self.began = began  # wall time this invocation started (its data loading counts)
+        self.progress = {"epochs": 0, "seconds": 0.0, "best_valid_result": None}
+        if self.last.exists() and self.progress_file.exists():
+            trainer.resume_checkpoint(self.last)
+            self.progress = json.loads(self.progress_file.read_text(encoding="utf-8"))
+            trainer.best_valid_result = self.progress["best_valid_result"]
+        self.seconds_before = self.progress["seconds"]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, epoch_idx, valid_score):
+        save_checkpoint(self.trainer, epoch_idx, self.last)
+        result = self.trainer.best_valid_result
+        self.progress = {"epochs": epoch_idx + 1, "seconds": self.seconds_before + time.time() - self.began,
+                         "best_valid_result": {key: float(value) for key, value in result.items()} if result else None}
+        with atomic_open(self.progress_file) as handle:
+            json.dump(self.progress, handle)
+
+
+def _train(config, saved, resume_dir=None):
+    """Data, model and trainer of ``config``, trained with early stopping: (trainer, test data, best valid score,
+    result, checkpoints). With ``resume_dir``, the training checkpoints every epoch there and resumes from it
+    (``checkpoints``: its EpochCheckpoints, else None)."""
+    began = time.time()
     init_seed(config["seed"], config["reproducibility"])
     # RecBole's logger and trainer make ./log/<model> and the checkpoint folder with an exists-check then
     # makedirs, which races between the processes of a distributed run (FileExistsError): make them first.
@@ -67,10 +111,11 @@ def _train(config, saved):
     logger.info(model)
 
     trainer = build_trainer(config, model, train_data)
+    checkpoints = EpochCheckpoints(trainer, resume_dir, began) if resume_dir else None
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=checkpoints
     )
-    return trainer, test_data, best_valid_score, best_valid_result
+    return trainer, test_data, best_valid_score, best_valid_result, checkpoints
 
 
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -85,7 +130,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
                   "config_dict": config_dict, "saved": saved}
         return distributed.spawn(run, kwargs, nproc, world_size, ip, port, offset)
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    trainer, test_data, best_valid_score, best_valid_result = _train(config, saved)
+    trainer, test_data, best_valid_score, best_valid_result, _ = _train(config, saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger = getLogger()
@@ -101,16 +146,21 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     }
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=False):
+def objective_function(config_dict=None, config_file_list=None, saved=False, resume_dir=None):
     """RecBole's ``HyperTuning`` objective, through the plugin's pipeline (any model, plugin or RecBole).
 
     Unlike RecBole's own, it never evaluates the test split: a search selects on validation only, so
     ``test_result`` is None. Model and dataset come from the config files or the command line, as in
-    RecBole's ``run_hyper``. Adds the epochs trained and the wall seconds to the result.
+    RecBole's ``run_hyper``. Adds the epochs trained and the wall seconds to the result. With
+    ``resume_dir`` the trial checkpoints every epoch there and an interrupted trial resumes from its
+    last epoch (the caller deletes the folder once it has stored the result).
     """
     began = time.time()
     config = Config(config_file_list=config_file_list, config_dict=config_dict)
-    trainer, _, best_valid_score, best_valid_result = _train(config, saved)
+    trainer, _, best_valid_score, best_valid_result, checkpoints = _train(config, saved, resume_dir)
+    epochs, seconds = len(trainer.train_loss_dict), time.time() - began
+    if checkpoints is not None:
+        epochs, seconds = checkpoints.progress["epochs"], checkpoints.progress["seconds"]
     return {
         "model": config["model"],
         "best_valid_score": best_valid_score,
@@ -118,8 +168,8 @@ def objective_function(config_dict=None, config_file_list=None, saved=False):
         "valid_metric": config["valid_metric"],
         "best_valid_result": best_valid_result,
         "test_result": None,
-        "epochs": len(trainer.train_loss_dict),
-        "seconds": time.time() - began,
+        "epochs": epochs,
+        "seconds": seconds,
     }
 
 

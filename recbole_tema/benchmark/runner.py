@@ -25,7 +25,7 @@ from recbole_tema.benchmark.machine import describe_machine, load_average
 from recbole_tema.config import Config
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.evaluation.protocol import parse_eval_mode
-from recbole_tema.quick_start import build_trainer, prepare_data
+from recbole_tema.quick_start import build_trainer, prepare_data, save_checkpoint
 
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
 LOCK_FILE = "trained_by.pid"  # a run's folder holds it while a process trains that run
@@ -96,12 +96,6 @@ def _alive(pid):
 def _write_json(path, value):
     with atomic_open(path) as handle:  # an interrupted write keeps the previous file
         json.dump(value, handle, indent=1)
-
-
-def _save_checkpoint(trainer, epoch_idx, path):
-    partial = f"{path}.part"
-    trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=partial)
-    os.replace(partial, path)
 
 
 class Run:
@@ -224,9 +218,9 @@ class Run:
             now, cpu_now = time.time(), time.process_time()
             seconds, cpu_seconds, mark, cpu_mark = now - mark, cpu_now - cpu_mark, now, cpu_now
             if trainer.cur_step == 0:  # RecBole's early_stopping resets the counter when the score improved
-                _save_checkpoint(trainer, epoch_idx, self.folder / BEST_CHECKPOINT)
+                save_checkpoint(trainer, epoch_idx, self.folder / BEST_CHECKPOINT)
                 state["best_epoch"], state["best_valid"] = epoch_idx + 1, last_valid["result"]
-            _save_checkpoint(trainer, epoch_idx, self.folder / LAST_CHECKPOINT)
+            save_checkpoint(trainer, epoch_idx, self.folder / LAST_CHECKPOINT)
             state["curve"].append({
                 "epoch": epoch_idx + 1, "loss": float(trainer.train_loss_dict[epoch_idx]), "seconds": round(seconds, 1),
                 "cpu_seconds": round(cpu_seconds, 1), "load": round(load_average(), 2),
