@@ -95,6 +95,8 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     by_popularity = table.split("## Test MRR by how often the target was a training target, `uni10`")[1].split("\n## ")[0]
     counted = [line for line in by_popularity.splitlines() if line.startswith("| (test users) |")]
     assert sum(int(cell.replace(",", "")) for line in counted for cell in line.split("|")[3:-1]) == 300
+    validation = [line for line in by_popularity.splitlines() if line.startswith("| (validation users) |")]
+    assert sum(int(cell.replace(",", "")) for line in validation for cell in line.split("|")[3:-1]) == 300
     assert len([line for line in by_popularity.splitlines() if line.startswith(("| TEMA |", "| SASRec |"))]) == 4
     by_text = table.split("## Test MRR by whether the target has text, `uni10`")[1].split("\n## ")[0]
     counted = [line for line in by_text.splitlines() if line.startswith("| (test users) |")]

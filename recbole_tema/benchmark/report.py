@@ -190,11 +190,12 @@ def paired_tests(runs, protocol, subject, rivals):
     return lines if len(lines) > 2 else []
 
 
-def test_targets(data_path, dataset):
-    """({user token: the user's test target}, {item: how often it is a training target}), from the ``.inter``.
+def held_out_targets(data_path, dataset):
+    """({user: validation target}, {user: test target}, {item: how often it is a training target}), from the ``.inter``.
 
     A user's timeline is ordered and split as the protocol splits it (atomic_data_builders.enrich.history):
-    the last item is the test target; the training targets are every training item but a user's first.
+    the last item is the test target, the one before the validation target; the training targets are
+    every training item but a user's first.
     """
     from atomic_data_builders.atomic import read_inter
     from atomic_data_builders.enrich.history import HELD_OUT, timelines
@@ -204,19 +205,21 @@ def test_targets(data_path, dataset):
     for items in timeline.values():
         for item in items[1:-HELD_OUT]:
             counts[item] = counts.get(item, 0) + 1
-    return {user: items[-1] for user, items in timeline.items() if len(items) > HELD_OUT}, counts
+    held_out = {user: items for user, items in timeline.items() if len(items) > HELD_OUT}
+    return ({user: items[-2] for user, items in held_out.items()}, {user: items[-1] for user, items in held_out.items()},
+            counts)
 
 
 def popularity_groups(targets, counts):
-    """({user: index of the popularity bucket of their test target}, bucket names)."""
+    """({user: index of the popularity bucket of their target}, bucket names)."""
     bucket_of = {user: next(k for k, (low, high) in enumerate(POPULARITY_BUCKETS)
                             if counts.get(item, 0) >= low and (high is None or counts.get(item, 0) <= high))
                  for user, item in targets.items()}
     return bucket_of, [f"target seen {_bucket_name(*bucket)}x" for bucket in POPULARITY_BUCKETS]
 
 
-def text_groups(data_path, dataset, targets, column=TEXT_COLUMN):
-    """({user: 0 if their test target has a ``column`` vector in the ``.item``, else 1}, group names); None without one."""
+def item_column(data_path, dataset, column):
+    """{item_id: the ``column`` cell} of the ``.item`` file (empty string where blank); None without the column."""
     from atomic_data_builders.atomic import item_column_types
 
     item_file = Path(data_path) / dataset / f"{dataset}.item"
@@ -225,19 +228,33 @@ def text_groups(data_path, dataset, targets, column=TEXT_COLUMN):
         return None
     table = pd.read_csv(item_file, sep="\t", usecols=["item_id", column], header=0, names=header, dtype=str,
                         keep_default_na=False, quoting=3)
-    with_text = set(table["item_id"][table[column] != ""])
-    return ({user: 0 if item in with_text else 1 for user, item in targets.items()},
+    return dict(zip(table["item_id"], table[column]))
+
+
+def text_groups(targets, cells, column=TEXT_COLUMN):
+    """({user: 0 if their test target has a ``column`` vector, else 1}, group names); ``cells``: item_column's."""
+    return ({user: 0 if cells.get(item) else 1 for user, item in targets.items()},
             [f"target has `{column}`", f"target has no `{column}`"])
+
+
+def group_sizes(group_of, domain_of, n_groups):
+    """{domain: [number of users in each group]}; domain_of: {user: domain}."""
+    sizes = {}
+    for user, group in group_of.items():
+        if domain_of.get(user) is not None:
+            sizes.setdefault(domain_of[user], [0] * n_groups)[group] += 1
+    return sizes
 
 
 def _bucket_name(low, high):
     return f"{low}" if low == high else (f"{low}-{high}" if high is not None else f">{low - 1}")
 
 
-def grouped_mrr_table(runs, protocol, group_of, names):
+def grouped_mrr_table(runs, protocol, group_of, names, reference=None):
     """Markdown rows: each run group's test MRR (mean over seeds) by target domain and user group.
 
-    group_of: {user token: index into names}; a user in no group is left out.
+    group_of: {user token: index into names}; a user in no group is left out. reference: (label,
+    {domain: [count per group]}), a row of counts shown under the test users' (e.g. the validation targets').
     """
     ranks_of = {}
     for run in runs:
@@ -251,6 +268,8 @@ def grouped_mrr_table(runs, protocol, group_of, names):
     for domain in sorted(set(domain_of.values())):
         users = [[u for u in domain_of if domain_of[u] == domain and group_of.get(u) == k] for k in range(len(names))]
         lines.append(f"| (test users) | {domain} | " + " | ".join(f"{len(chosen):,}" for chosen in users) + " |")
+        if reference and domain in reference[1]:
+            lines.append(f"| ({reference[0]}) | {domain} | " + " | ".join(f"{n:,}" for n in reference[1][domain]) + " |")
         for group, group_ranks in ranks_of.items():
             cells = []
             for chosen in users:
@@ -354,16 +373,22 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
                       f"rival, per target domain; interval from {BOOTSTRAP_SAMPLES} bootstrap resamples of users.", ""]
             lines += tested + [""]
     if with_paired_tests:
-        targets, counts = test_targets(data_path, spec["dataset"])
-        by_popularity = grouped_mrr_table(runs, protocols[0], *popularity_groups(targets, counts))
+        valid_targets, targets, counts = held_out_targets(data_path, spec["dataset"])
+        domains = item_column(data_path, spec["dataset"], "domain") or {}
+        valid_groups, names = popularity_groups(valid_targets, counts)
+        valid_sizes = group_sizes(valid_groups, {user: domains.get(item) for user, item in valid_targets.items()}, len(names))
+        by_popularity = grouped_mrr_table(runs, protocols[0], *popularity_groups(targets, counts),
+                                          reference=("validation users", valid_sizes))
         if by_popularity:
             lines += [f"## Test MRR by how often the target was a training target, `{protocols[0]}`", "",
                       "Users grouped by their test target's count among the training targets of all users (never, "
                       "1-2, 3-10, more than 10 times); each cell the group's mean test MRR (mean over seeds). Chance "
-                      "MRR among 1,000 candidates is about 0.0075.", ""]
+                      "MRR among 1,000 candidates is about 0.0075. `(validation users)` counts the validation targets "
+                      "the same way (by their own domain): where test targets are rarer than validation targets, a "
+                      "model selected on validation that favours the head loses more on test.", ""]
             lines += by_popularity + [""]
-        by_text = text_groups(data_path, spec["dataset"], targets)
-        by_text = grouped_mrr_table(runs, protocols[0], *by_text) if by_text else []
+        cells = item_column(data_path, spec["dataset"], TEXT_COLUMN)
+        by_text = grouped_mrr_table(runs, protocols[0], *text_groups(targets, cells)) if cells is not None else []
         if by_text:
             lines += [f"## Test MRR by whether the target has text, `{protocols[0]}`", "",
                       f"Users grouped by whether their test target has a `{TEXT_COLUMN}` vector (a title or description "
