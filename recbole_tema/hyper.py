@@ -55,6 +55,15 @@ def trials_table(trials):
     return lines
 
 
+def write_trials(output_file, argv, args, trials):
+    """The search's markdown: its command and every finished trial (this invocation's or an earlier one's), best first."""
+    header = [f"# Hyper-parameter search: {trials[0]['result']['model']}", "",
+              f"Command: `run_hyper {' '.join(argv)}`; search `{args.algo}` over `{args.params_file}`; "
+              f"{len(trials)} trial(s) so far. Selection on validation only (the test split is never evaluated).", ""]
+    with atomic_open(output_file) as handle:
+        handle.write("\n".join(header + trials_table(trials)) + "\n")
+
+
 def _as_json(value):
     return json.loads(json.dumps(value))
 
@@ -80,7 +89,7 @@ def main(argv=None):
         return 2
     if stored["trials"]:
         print(f"run_hyper: {len(stored['trials'])} finished trial(s) in {store} are taken as they are")
-    trials = []
+        write_trials(args.output_file, argv, args, stored["trials"])
 
     def recorded_objective(config_dict, config_file_list, saved=False):
         params = _as_json(config_dict)
@@ -92,13 +101,7 @@ def main(argv=None):
             with atomic_open(store) as handle:
                 json.dump(stored, handle, indent=1)
             shutil.rmtree(trial_dir, ignore_errors=True)  # stored: its checkpoints are no longer needed
-        trials.append({"params": params, "result": result})
-        header = [f"# Hyper-parameter search: {result['model']}", "",
-                  f"Command: `run_hyper {' '.join(argv)}`; search `{args.algo}` "
-                  f"over `{args.params_file}`; {len(trials)} trial(s) so far. Selection on validation only "
-                  "(the test split is never evaluated).", ""]
-        with atomic_open(args.output_file) as handle:
-            handle.write("\n".join(header + trials_table(trials)) + "\n")
+        write_trials(args.output_file, argv, args, stored["trials"])
         return result
 
     try:

@@ -2,11 +2,16 @@
 
 import pytest
 import yaml
+from recbole.trainer import HyperTuning
 
 from recbole_tema.evaluation.trainer import CrossDomainEvaluation
 from recbole_tema.hyper import main as hyper_main
 from support.configs import small_model_config
 from support.datasets import known_answer_dataset
+
+
+class Interrupted(Exception):
+    pass
 
 
 def test_grid_search_trains_every_trial_and_never_tests(tmp_path, monkeypatch):
@@ -45,9 +50,14 @@ def test_grid_search_trains_every_trial_and_never_tests(tmp_path, monkeypatch):
     assert hyper_main(["--params_file", str(params_file), "--config_files", str(config_file), "--algo", "random",
                        "--output_file", str(output)]) == 2
 
+    # The markdown follows the store at start-up, before any trial is visited (a search stopped at once keeps it).
+    output.unlink()
+    monkeypatch.setattr(HyperTuning, "run", lambda self: (_ for _ in ()).throw(Interrupted()))
+    with pytest.raises(Interrupted):
+        hyper_main(["--params_file", str(params_file), "--config_files", str(config_file), "--output_file", str(output)])
+    listed = [line for line in output.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [float(row.split("|")[3]) for row in listed] == scores
 
-class Interrupted(Exception):
-    pass
 
 
 def test_a_trial_stopped_midway_resumes_from_its_last_epoch(tmp_path, monkeypatch):
