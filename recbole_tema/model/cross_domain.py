@@ -130,8 +130,8 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         # Uniform negatives shared by the batch. `sampled`: importance-sampling correction: with N of the
         # domain's N_d - 1 other items drawn uniformly, log((N_d - 1) / N) on each negative logit makes the
         # sum of their exponentials an unbiased estimate of the full softmax's denominator. `infonce`: no
-        # correction; a target only has to beat N mostly rare items, so the head is pushed down less
-        # often than by the full softmax (ABXI's loss, which ranks rare targets better on Food-Kitchen).
+        # correction (ABXI's loss): a target only has to beat N mostly rare items, so the head is pushed
+        # down less often than by the full softmax.
         pool = self.domain_pool(d)  # [N_d]
         negatives = self.uniform_negatives(d)  # [N]
         pos_logit = (states * item_table[targets]).sum(-1, keepdim=True) / self.temperature  # [Q_d, 1]
