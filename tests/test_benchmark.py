@@ -155,3 +155,11 @@ def test_a_stored_run_trained_with_other_settings_is_refused(tmp_path, capsys):
     assert benchmark_main(["--config", str(config), "--report-only"]) == 2
     error = capsys.readouterr().err
     assert "run [SASRec]" in error and "hidden_size: None -> 32" in error and "give the changed run a new name" in error
+
+
+def test_a_partial_row_says_when_its_test_is_of_an_older_best_checkpoint():
+    from recbole_tema.benchmark.report import _status
+
+    killed = {"finished": False, "curve": [{}] * 5, "best_epoch": 4, "test": {"uni999": {}}, "tested_epoch": 2}
+    assert _status(killed) == "partial: budget after epoch 5, resumes; test of epoch 2's checkpoint"
+    assert _status({**killed, "tested_epoch": 4}) == "partial: budget after epoch 5, resumes"

@@ -30,7 +30,11 @@ def _domains(result):
 def _status(state):
     if state["finished"]:
         return f"done ({state['stop']})" if state["stop"] in ("early stopping", "last epoch") else state["stop"]
-    return f"partial: budget after epoch {len(state['curve'])}, resumes"
+    status = f"partial: budget after epoch {len(state['curve'])}, resumes"
+    tested = state.get("tested_epoch")
+    if state["test"] and tested != state["best_epoch"]:  # stopped (killed) after a newer best than the one tested
+        status += f"; test of epoch {tested}'s checkpoint" if tested else "; test of an earlier best checkpoint"
+    return status
 
 
 def _groups(states):

@@ -244,6 +244,7 @@ class Run:
                 stop = CAPPED.format(self.cap_minutes)
         if state["best_epoch"] is not None:
             state["test"] = self.test(trainer, test_data)
+            state["tested_epoch"] = state["best_epoch"]  # a run killed later may record a newer best, untested
         state["finished"] = stop != "budget"
         state["stop"] = stop
         _write_json(self.state_file, state)
