@@ -163,3 +163,4 @@ def test_a_partial_row_says_when_its_test_is_of_an_older_best_checkpoint():
     killed = {"finished": False, "curve": [{}] * 5, "best_epoch": 4, "test": {"uni999": {}}, "tested_epoch": 2}
     assert _status(killed) == "partial: budget after epoch 5, resumes; test of epoch 2's checkpoint"
     assert _status({**killed, "tested_epoch": 4}) == "partial: budget after epoch 5, resumes"
+    assert _status({key: value for key, value in killed.items() if key != "tested_epoch"}).endswith("resumes")

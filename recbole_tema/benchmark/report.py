@@ -31,9 +31,9 @@ def _status(state):
     if state["finished"]:
         return f"done ({state['stop']})" if state["stop"] in ("early stopping", "last epoch") else state["stop"]
     status = f"partial: budget after epoch {len(state['curve'])}, resumes"
-    tested = state.get("tested_epoch")
-    if state["test"] and tested != state["best_epoch"]:  # stopped (killed) after a newer best than the one tested
-        status += f"; test of epoch {tested}'s checkpoint" if tested else "; test of an earlier best checkpoint"
+    tested = state.get("tested_epoch")  # absent in states written before it was recorded
+    if state["test"] and tested is not None and tested != state["best_epoch"]:  # killed after a newer, untested best
+        status += f"; test of epoch {tested}'s checkpoint"
     return status
 
 
