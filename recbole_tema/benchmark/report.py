@@ -222,21 +222,23 @@ def popularity_groups(targets, counts):
     return bucket_of, [f"target seen {_bucket_name(*bucket)}x" for bucket in POPULARITY_BUCKETS]
 
 
-def item_column(data_path, dataset, column):
-    """{item_id: the ``column`` cell} of the ``.item`` file (empty string where blank); None without the column."""
+def item_columns(data_path, dataset, columns):
+    """{column: {item_id: its cell (empty string where blank)}} of the ``.item`` file, for those of ``columns``
+    it has; one read of the file (it holds the embeddings, so it can be large)."""
     from atomic_data_builders.atomic import item_column_types
 
     item_file = Path(data_path) / dataset / f"{dataset}.item"
     header = list(item_column_types(item_file))
-    if column not in header or "item_id" not in header:
-        return None
-    table = pd.read_csv(item_file, sep="\t", usecols=["item_id", column], header=0, names=header, dtype=str,
+    present = [column for column in columns if column in header]
+    if "item_id" not in header or not present:
+        return {}
+    table = pd.read_csv(item_file, sep="\t", usecols=["item_id", *present], header=0, names=header, dtype=str,
                         keep_default_na=False, quoting=3)
-    return dict(zip(table["item_id"], table[column]))
+    return {column: dict(zip(table["item_id"], table[column])) for column in present}
 
 
 def text_groups(targets, cells, column=TEXT_COLUMN):
-    """({user: 0 if their test target has a ``column`` vector, else 1}, group names); ``cells``: item_column's."""
+    """({user: 0 if their test target has a ``column`` vector, else 1}, group names); ``cells``: {item_id: cell} of that column."""
     return ({user: 0 if cells.get(item) else 1 for user, item in targets.items()},
             [f"target has `{column}`", f"target has no `{column}`"])
 
@@ -378,7 +380,8 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
             lines += tested + [""]
     if with_paired_tests:
         valid_targets, targets, counts = held_out_targets(data_path, spec["dataset"])
-        domains = item_column(data_path, spec["dataset"], "domain") or {}
+        cells_of = item_columns(data_path, spec["dataset"], ["domain", TEXT_COLUMN])
+        domains = cells_of.get("domain", {})
         valid_groups, names = popularity_groups(valid_targets, counts)
         valid_sizes = group_sizes(valid_groups, {user: domains.get(item) for user, item in valid_targets.items()}, len(names))
         by_popularity = grouped_mrr_table(runs, protocols[0], *popularity_groups(targets, counts),
@@ -391,7 +394,7 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
                       "the same way (by their own domain): where test targets are rarer than validation targets, a "
                       "model selected on validation that favours the head loses more on test.", ""]
             lines += by_popularity + [""]
-        cells = item_column(data_path, spec["dataset"], TEXT_COLUMN)
+        cells = cells_of.get(TEXT_COLUMN)
         by_text = grouped_mrr_table(runs, protocols[0], *text_groups(targets, cells)) if cells is not None else []
         if by_text:
             lines += [f"## Test MRR by whether the target has text, `{protocols[0]}`", "",
