@@ -164,3 +164,21 @@ def test_a_partial_row_says_when_its_test_is_of_an_older_best_checkpoint():
     assert _status(killed) == "partial: budget after epoch 5, resumes; test of epoch 2's checkpoint"
     assert _status({**killed, "tested_epoch": 4}) == "partial: budget after epoch 5, resumes"
     assert _status({key: value for key, value in killed.items() if key != "tested_epoch"}).endswith("resumes")
+
+
+def test_a_run_whose_checkpoint_lags_its_curve_trains_again_from_epoch_1(tmp_path, capsys):
+    # A state committed from one machine beside a checkpoint left by another training of the same name
+    # (say one stopped after its first epoch): resuming would append a second epoch 2 to the curve.
+    config, spec = _config(tmp_path)
+    spec.update(runs={"SASRec": {"model": "SASRec"}}, ablations={})
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config), "--run-budget-min", "0.0001"]) == 0  # checkpoint of epoch 1
+    state_file = Path(spec["state_dir"]) / "SASRec.json"
+    state = json.loads(state_file.read_text())
+    state["curve"].append({**state["curve"][0], "epoch": 2})
+    state_file.write_text(json.dumps(state))
+
+    assert benchmark_main(["--config", str(config)]) == 0
+    assert "a checkpoint of epoch 1 in" in capsys.readouterr().out
+    state = _state(spec, "SASRec")
+    assert state["finished"] and [entry["epoch"] for entry in state["curve"]] == [1, 2]

@@ -5,7 +5,8 @@ Every run goes through the plugin's pipeline (the one ``run_recbole`` uses) and 
 ranks ``<state_dir>/<name>.ranks.npz``: small files meant to be committed, so that the tables can be
 completed over several invocations and machines. Its checkpoints (``last.pth``, ``best.pth``) are in
 ``<work_dir>/runs/<name>/``. A finished run is not trained again; an interrupted or budget-stopped run
-continues from the epoch after its last checkpoint (or from the start where the checkpoint is gone).
+continues from the epoch after its last checkpoint (or from the start where that checkpoint is gone or is not of
+the last epoch its state records).
 A run with ``seeds: [a, b, ...]`` is trained once per seed: ``NAME`` with the first, ``NAME-s<seed>`` with
 the others. Runs use a GPU when one is present; each row says where it ran.
 """
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from recbole.utils import init_logger, init_seed
 
@@ -91,6 +93,13 @@ def _alive(pid):
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def _checkpoint_epochs(path):
+    """Epochs trained by the checkpoint at ``path`` (RecBole stores the last epoch's 0-based index), None if absent."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1  # our own file, with its config
 
 
 def _write_json(path, value):
@@ -191,12 +200,15 @@ class Run:
         model = config.model_class(config, train_data._dataset).to(config["device"])
         trainer = build_trainer(config, model, train_data)
         state = self.state
-        if (self.folder / LAST_CHECKPOINT).exists() and state:
-            trainer.resume_checkpoint(self.folder / LAST_CHECKPOINT)
-        elif state and state["curve"]:
-            print(f"{self.name}: no checkpoint in {self.folder} for its {len(state['curve'])} recorded epoch(s): "
-                  "training again from epoch 1", flush=True)
-            state = None
+        if state and state["curve"]:
+            recorded, checkpointed = len(state["curve"]), _checkpoint_epochs(self.folder / LAST_CHECKPOINT)
+            if checkpointed == recorded:
+                trainer.resume_checkpoint(self.folder / LAST_CHECKPOINT)
+            else:  # gone with the machine, or left by another training of this name: its curve would not continue
+                found = "no checkpoint" if checkpointed is None else f"a checkpoint of epoch {checkpointed}"
+                print(f"{self.name}: {found} in {self.folder} for its {recorded} recorded epoch(s): "
+                      "training again from epoch 1", flush=True)
+                state = None
         state = state or self._fresh_state(model)
         state["finished"] = False  # a capped run whose cap was raised trains on
         device = f"{config['device']}: {describe_machine()}"
