@@ -182,3 +182,16 @@ def test_a_run_whose_checkpoint_lags_its_curve_trains_again_from_epoch_1(tmp_pat
     assert "a checkpoint of epoch 1 in" in capsys.readouterr().out
     state = _state(spec, "SASRec")
     assert state["finished"] and [entry["epoch"] for entry in state["curve"]] == [1, 2]
+
+
+def test_a_configured_run_not_trained_yet_is_named_beside_the_tables(tmp_path):
+    config, spec = _config(tmp_path)
+    spec.update(max_run_minutes=0.0001, runs={"SASRec": {"model": "SASRec"}, "GRU4Rec": {"model": "GRU4Rec"}},
+                ablations={}, compare={"subject": "SASRec", "rivals": []})
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config), "--runs", "SASRec"]) == 0
+    table = Path(spec["results"]).read_text()
+    assert "| SASRec | food |" in table and "| GRU4Rec |" not in table
+    assert "Configured but not trained yet, so without a row: GRU4Rec (`--runs GRU4Rec` trains them)." in table
+    assert "1 of 1 stored runs have finished (each row's status says which); not trained yet: GRU4Rec;" in (
+        tmp_path / "README.md").read_text()

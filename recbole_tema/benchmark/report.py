@@ -346,7 +346,7 @@ def write_atomic(path, text):
         handle.write(text)
 
 
-def _document(title, spec, data_path, runs, published, with_paired_tests):
+def _document(title, spec, data_path, runs, published, with_paired_tests, untrained=()):
     states = [run.state for run in runs]
     protocols = spec["protocols"]
     patience = spec["settings"].get("stopping_step")
@@ -364,8 +364,12 @@ def _document(title, spec, data_path, runs, published, with_paired_tests):
         "- A row with several seeds gives mean ± sample standard deviation; `epochs` and `best epoch` list each "
         "seed's. `wall min` and `CPU min` sum training and validation over every seed and invocation (CPU: the "
         "process's CPU time, all threads). A `partial` row is the best checkpoint so far of a run a wall-time "
-        "budget stopped: not a converged result; the next invocation resumes it.", "",
+        "budget stopped: not a converged result; the next invocation resumes it.",
     ]
+    if untrained:
+        lines += [f"- Configured but not trained yet, so without a row: {', '.join(untrained)} "
+                  f"(`--runs {' '.join(untrained)}` trains them)."]
+    lines += [""]
     for protocol in protocols:
         lines += [f"## Test, `{protocol}`", ""]
         lines += result_table(states, protocol, published if protocol == protocols[0] else None, seeds_of(spec)) + [""]
@@ -478,7 +482,7 @@ def plot_time_to_accuracy(path, states, metric_name):
     plt.close(figure)
 
 
-def readme_block(spec, states):
+def readme_block(spec, states, untrained=()):
     """The README's summary of the benchmark, written from the stored states: the first protocol's
     table (group means), the comparison line, the status of the runs and the two plots."""
     protocol = spec["protocols"][0]
@@ -486,7 +490,8 @@ def readme_block(spec, states):
     subject, rivals = compare.get("subject", "TEMA"), compare.get("rivals", [])
     finished = sum(state["finished"] for state in states)
     lines = [f"Test under `{protocol}`, selected on validation {spec['settings']['valid_metric']}; mean ± std over seeds. "
-             f"{finished} of {len(states)} stored runs have finished (each row's status says which); regenerated from "
+             f"{finished} of {len(states)} stored runs have finished (each row's status says which)"
+             f"{'; not trained yet: ' + ', '.join(untrained) if untrained else ''}; regenerated from "
              f"`{spec['state_dir']}` by `python -m recbole_tema.benchmark --config ... --report-only` on "
              f"{datetime.datetime.utcnow():%Y-%m-%d}. Full tables, paired tests and learning curves: "
              f"[`{spec['results']}`]({spec['results']}).", ""]
@@ -516,19 +521,22 @@ def write_reports(spec, data_path, runs):
     published = spec.get("published")
     ablations = spec.get("ablations") or {}
     main_runs = [run for run in runs if run.name in spec["runs"]]
+    stored = {run.name for run in runs}
+    untrained, untrained_ablations = ([name for name in names if name not in stored] for names in (spec["runs"], ablations))
     write_atomic(spec["results"], _document("Cross-domain benchmark: " + spec["dataset"], spec, data_path,
-                                            main_runs, published, with_paired_tests=True))
+                                            main_runs, published, with_paired_tests=True, untrained=untrained))
     subject = (spec.get("compare") or {}).get("subject", "TEMA")
     ablation_runs = [run for run in runs if run.name in ablations or run.group == subject]
     if spec.get("ablation_results") and any(run.name in ablations for run in runs):
         ablation_spec = {**spec, "compare": {"subject": subject, "rivals": list(dict.fromkeys(
             run.group for run in ablation_runs if run.group != subject))}}
         write_atomic(spec["ablation_results"], _document("TEMA ablations: " + spec["dataset"], ablation_spec,
-                                                         data_path, ablation_runs, None, with_paired_tests=True))
+                                                         data_path, ablation_runs, None, with_paired_tests=True,
+                                                         untrained=untrained_ablations))
     main_states = [run.state for run in main_runs]
     if spec.get("plot") and any(state["test"] for state in main_states):
         plot(spec["plot"], main_states, spec["protocols"], published)
     if spec.get("time_plot") and any(state["curve"] for state in main_states):
         plot_time_to_accuracy(spec["time_plot"], main_states, spec["settings"]["valid_metric"])
     if spec.get("readme"):
-        update_readme(spec["readme"]["file"], spec["readme"]["marker"], readme_block(spec, main_states))
+        update_readme(spec["readme"]["file"], spec["readme"]["marker"], readme_block(spec, main_states, untrained))
