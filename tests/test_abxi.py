@@ -98,7 +98,30 @@ def test_single_domain_dataset_is_refused(tmp_path):
         build(tmp_path, "one")
 
 
-def test_learns_the_known_answer(tmp_path):
-    assert_learns_known_answer(
-        "ABXI", tmp_path, {**SMALL, "embedding_size": 32, "inner_size": 64, "weight_decay": 0.0, "dropout_prob": 0.1}
-    )
+@pytest.mark.parametrize("scope", ["batch", "sequence"])
+def test_negative_logits_score_each_draw_and_mask_the_users_items(tmp_path, scope):
+    name = known_answer_dataset(tmp_path, n_users=20)
+    model, train_data = build(tmp_path, name, train_neg_scope=scope, train_neg_per_domain=6)
+    interaction = next(iter(train_data))
+    seen = interaction[model.ITEM_SEQ]  # [B, L]
+    B, L = seen.shape
+    rows, pos = (model.loss_positions(interaction)).nonzero(as_tuple=True)  # [Q], [Q]
+    h = torch.randn(len(rows), SMALL["embedding_size"])  # [Q, H]
+    logits, negatives = model.negative_logits(h, rows, pos, seen)  # [Q, M]
+    assert negatives.shape == ((12,) if scope == "batch" else (B, 12))  # 6 of each of the 2 domains
+    drawn = negatives.expand(B, 12) if scope == "batch" else negatives  # [B, M] what each sequence faced
+    assert (model.item_domain[drawn[:, :6]] == 0).all() and (model.item_domain[drawn[:, 6:]] == 1).all()
+    expected = (h.unsqueeze(1) * model.item_embedding(drawn[rows])).sum(-1)  # [Q, M]
+    owned = (seen[rows].unsqueeze(-1) == drawn[rows].unsqueeze(1)).any(1)  # [Q, M]
+    assert owned.any() and (~owned).any()
+    assert torch.allclose(logits[~owned], expected[~owned], atol=1e-5) and torch.isinf(logits[owned]).all()
+    if scope == "sequence":  # the sequences face different negatives
+        assert len({tuple(row) for row in negatives.tolist()}) > 1
+    with pytest.raises(ConfigurationError, match="train_neg_scope"):
+        build(tmp_path, name, train_neg_scope="position")
+
+
+@pytest.mark.parametrize("scope", ["batch", "sequence"])
+def test_learns_the_known_answer(tmp_path, scope):
+    assert_learns_known_answer("ABXI", tmp_path, {**SMALL, "embedding_size": 32, "inner_size": 64, "weight_decay": 0.0,
+                                                  "dropout_prob": 0.1, "train_neg_scope": scope})

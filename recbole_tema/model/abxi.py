@@ -21,12 +21,14 @@ training sequence, once per epoch (the training loader yields one row per window
 ``MAX_ITEM_LIST_LENGTH`` items, recbole_tema/data/training_rows.py). ``prefix`` uses every augmented
 row RecBole gives, with the loss at its last position only (the same (history, target) pairs, one
 target per row).
-Negatives are ``train_neg_per_domain`` items drawn per batch from every domain (ABXI draws them per
-position), excluding the user's training items.
+Negatives are ``train_neg_per_domain`` items drawn from every domain, once per batch or once per user
+sequence (``train_neg_scope``; ABXI draws them per position), excluding the user's training items.
 
 Where we deviate from the authors' code v2.1, and why:
-    * negatives: drawn once per batch per domain and shared by every position (ABXI: 128 + 128 per
-      position), so the loss stays one matrix product on a CPU;
+    * negatives (ABXI: 128 + 128 drawn for every position): ``train_neg_scope: batch`` draws them once
+      per batch, shared by every position, so the loss is one matrix product; ``sequence`` once per user
+      sequence, one batched product, 256 times the distinct negatives a step at 256 users (a draw per
+      position would gather a [positions, 256, H] tensor, ~1.5 GB a step on Food-Kitchen);
     * attention masks padding keys (ABXI's queries also see zero-embedded padding);
     * inference is task-guided as training is: at the last position every domain's stream holds its
       latest item and each item is scored with its own domain's state (ABXI's evaluation code places
@@ -46,6 +48,8 @@ import torch.nn.functional as F
 
 from recbole_tema.errors import ConfigurationError
 from recbole_tema.model.cross_domain import CrossDomainSequentialRecommender
+
+TRAIN_NEG_SCOPES = ("batch", "sequence")  # who shares a draw of training negatives
 
 
 class LoRA(nn.Module):
@@ -121,6 +125,9 @@ class ABXI(CrossDomainSequentialRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.dlora_rank = config["dlora_rank"]
         self.ilora_rank = config["ilora_rank"]
+        self.train_neg_scope = config["train_neg_scope"] or "batch"
+        if self.train_neg_scope not in TRAIN_NEG_SCOPES:
+            raise ConfigurationError(f"ABXI: train_neg_scope [{self.train_neg_scope}] must be one of {list(TRAIN_NEG_SCOPES)}.")
         for key in ("dlora_rank", "ilora_rank"):
             if config[key] < 0:
                 raise ConfigurationError(f"ABXI: {key} [{config[key]}] must be >= 0 (0 switches the adapter off).")
@@ -262,13 +269,10 @@ class ABXI(CrossDomainSequentialRecommender):
         one_step = (item_seq_len - 1).clamp(min=0) if self.train_rows == "prefix" else None  # [B] or every step
         h = self._encode(item_seq, task, rows, pos, doms, last=one_step)  # [Q, H]
 
-        negatives = torch.cat([self.uniform_negatives(d) for d in range(D)])  # [M] = [D * train_neg_per_domain]
         seen = torch.cat([item_seq, pos_items.view(B, 1)], 1)  # [B, L+1] the user's training items
-        seen_neg = (seen.unsqueeze(-1) == negatives.view(1, 1, -1)).any(1)  # [B, M]
         target_emb = self.item_embedding(targets[rows, pos])  # [Q, H]
         pos_logit = (h * target_emb).sum(-1, keepdim=True)  # [Q, 1]
-        neg_logit = h @ self.item_embedding(negatives).t()  # [Q, M]
-        neg_logit = neg_logit.masked_fill(seen_neg[rows], float("-inf"))  # [Q, M]
+        neg_logit, _ = self.negative_logits(h, rows, pos, seen)  # [Q, M]
         logits = torch.cat([pos_logit, neg_logit], 1) / self.temperature  # [Q, 1+M]
         nll = -F.log_softmax(logits, dim=1)[:, 0]  # [Q]
 
@@ -280,6 +284,25 @@ class ABXI(CrossDomainSequentialRecommender):
             count = torch.zeros(B, device=dev).index_add_(0, rows, sel)  # [B]
             loss = loss + (per_user / count.clamp(min=1)).mean()
         return loss
+
+    def negative_logits(self, h, rows, pos, seen):
+        """Logits of ``train_neg_per_domain`` uniform negatives of every domain, -inf where the user has the item.
+
+        h: [Q, H] states at the (rows, pos) positions of the batch; seen: [B, L'] each sequence's training
+        items. Returns the logits [Q, M] and the negatives drawn: [M] shared by the batch, or [B, M] one draw
+        per sequence (``train_neg_scope``), M = n_domains * train_neg_per_domain.
+        """
+        B, L, D = seen.shape[0], int(pos.max()) + 1, self.n_domains
+        if self.train_neg_scope == "batch":
+            negatives = torch.cat([self.uniform_negatives(d) for d in range(D)])  # [M]
+            seen_neg = (seen.unsqueeze(-1) == negatives.view(1, 1, -1)).any(1)  # [B, M]
+            logits = h @ self.item_embedding(negatives).t()  # [Q, M]
+        else:  # one product per sequence: its positions laid back on a [B, L] grid
+            negatives = torch.cat([self.uniform_negatives(d, rows=B) for d in range(D)], 1)  # [B, M]
+            seen_neg = (seen.unsqueeze(-1) == negatives.unsqueeze(1)).any(1)  # [B, M]
+            grid = h.new_zeros(B, L, h.shape[-1]).index_put((rows, pos), h)  # [B, L, H]
+            logits = torch.bmm(grid, self.item_embedding(negatives).transpose(1, 2))[rows, pos]  # [Q, M]
+        return logits.masked_fill(seen_neg[rows], float("-inf")), negatives  # [Q, M]
 
     # ------------------------------------------------------------------ inference
     def predict(self, interaction):

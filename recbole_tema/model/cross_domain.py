@@ -70,10 +70,12 @@ class CrossDomainSequentialRecommender(SequentialRecommender):
         """Internal ids of the items of domain ``d``: [N_d]."""
         return getattr(self, f"pool_{d}")
 
-    def uniform_negatives(self, d):
-        """``train_neg_per_domain`` items of domain ``d`` drawn uniformly, with replacement: [N]."""
+    def uniform_negatives(self, d, rows=None):
+        """``train_neg_per_domain`` items of domain ``d`` drawn uniformly, with replacement: [N], or with
+        ``rows`` one draw per row: [rows, N]."""
         pool = self.domain_pool(d)  # [N_d]
-        return pool[torch.randint(len(pool), (self.train_neg_per_domain,), device=pool.device)]  # [N]
+        shape = (self.train_neg_per_domain,) if rows is None else (rows, self.train_neg_per_domain)
+        return pool[torch.randint(len(pool), shape, device=pool.device)]  # [N] or [rows, N]
 
     # ------------------------------------------------------------------ training rows
     def next_items(self, interaction):
