@@ -61,7 +61,7 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     # The next invocation resumes each run at epoch 2 and finishes it; a third trains nothing.
     assert benchmark_main(["--config", str(config)]) == 0
     state = _state(spec, "TEMA")
-    assert state["finished"] and state["stop"] == "last epoch"
+    assert state["finished"] and state["stop"] == "not converged in its 2-epoch limit"
     assert [entry["epoch"] for entry in state["curve"]] == [1, 2] and state["best_epoch"] in (1, 2)
     assert _state(spec, "TEMA-s2")["overrides"]["seed"] == 2 and _state(spec, "TEMA")["overrides"]["seed"] == 1
     assert state["cpu_seconds"] > 0 and all("cpu_seconds" in entry for entry in state["curve"])
@@ -80,7 +80,7 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
         for row in rows[:4]:
             means = [float(cell.split("±")[0]) for cell in row.split("|")[3:7]]
             assert all(0.0 <= value <= 1.0 for value in means) and means[0] <= means[1]  # Hit@5 <= Hit@10
-            assert "done (last epoch)" in row
+            assert "not converged in its 2-epoch limit" in row
         tema_food = next(row for row in rows if row.startswith("| TEMA | food"))
         assert "±" in tema_food and tema_food.split("|")[7].strip() == "2"  # two seeds: mean ± std
         # The mean of the two seeds' stored results, as the table prints it.
@@ -111,7 +111,7 @@ def test_benchmark_builds_trains_resumes_and_reports(tmp_path):
     assert (Path(spec["state_dir"]) / "SASRec.ranks.npz").exists()
 
 
-def test_run_cap_stops_a_run_for_good_with_its_reason(tmp_path):
+def test_run_cap_and_epoch_limit_stop_a_run_until_raised(tmp_path):
     config, spec = _config(tmp_path)
     spec.update(max_run_minutes=0.0001, runs={"SASRec": {"model": "SASRec"}}, ablations={})
     config.write_text(yaml.safe_dump(spec))
@@ -126,7 +126,14 @@ def test_run_cap_stops_a_run_for_good_with_its_reason(tmp_path):
     config.write_text(yaml.safe_dump(spec))
     assert benchmark_main(["--config", str(config)]) == 0
     state = _state(spec, "SASRec")
-    assert state["finished"] and state["stop"] == "last epoch" and [e["epoch"] for e in state["curve"]] == [1, 2]
+    assert state["finished"] and state["stop"] == "not converged in its 2-epoch limit"
+    assert [e["epoch"] for e in state["curve"]] == [1, 2]
+
+    spec["runs"]["SASRec"]["epochs"] = 3  # a raised epoch limit: not a new run, it trains on from its checkpoint
+    config.write_text(yaml.safe_dump(spec))
+    assert benchmark_main(["--config", str(config)]) == 0
+    state = _state(spec, "SASRec")
+    assert state["stop"] == "not converged in its 3-epoch limit" and [e["epoch"] for e in state["curve"]] == [1, 2, 3]
 
 
 def test_a_run_another_live_process_trains_is_skipped(tmp_path):

@@ -29,7 +29,7 @@ def _domains(result):
 
 def _status(state):
     if state["finished"]:
-        return f"done ({state['stop']})" if state["stop"] in ("early stopping", "last epoch") else state["stop"]
+        return f"done ({state['stop']})" if state["stop"] == "early stopping" else state["stop"]
     status = f"partial: budget after epoch {len(state['curve'])}, resumes"
     tested = state.get("tested_epoch")  # absent in states written before it was recorded
     if state["test"] and tested is not None and tested != state["best_epoch"]:  # killed after a newer, untested best

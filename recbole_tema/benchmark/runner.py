@@ -32,6 +32,7 @@ from recbole_tema.quick_start import build_trainer, prepare_data, save_checkpoin
 LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
 LOCK_FILE = "trained_by.pid"  # a run's folder holds it while a process trains that run
 CAPPED = "not converged in its {:g}-minute cap"  # the status of a run its max_run_minutes stopped
+EPOCH_LIMIT = "not converged in its {}-epoch limit"  # the status of a run that ended its epochs without early stopping
 
 
 class BudgetSpent(Exception):
@@ -114,9 +115,13 @@ class Run:
         self.name = name
         self.model = overrides["model"]
         self.group = overrides.get("group", name)
-        self.overrides = {key: value for key, value in overrides.items() if key not in ("model", "group", "max_run_minutes")}
+        # The limits (minutes, epochs) are not part of a run's identity: they do not change its learning curve,
+        # so a run stopped by one trains on from its checkpoint once the limit is raised.
+        limits = ("model", "group", "max_run_minutes", "epochs")
+        self.overrides = {key: value for key, value in overrides.items() if key not in limits}
         # minutes of training + validation after which a still-improving run stops (its own, else the benchmark's)
         self.cap_minutes = overrides.get("max_run_minutes", spec.get("max_run_minutes", float("inf")))
+        self.max_epochs = overrides.get("epochs", spec["settings"].get("epochs"))  # None: the model's own default
         self.spec = spec
         self.data_path = data_path
         self.folder = Path(spec["work_dir"]) / "runs" / name  # checkpoints
@@ -135,11 +140,15 @@ class Run:
 
     @property
     def finished(self):
-        """Done for good: converged, or stopped by its cap while the cap has not been raised since."""
+        """Done for good: converged, or stopped by a limit (its cap, its epochs) that has not been raised since."""
         if not (self.state and self.state["finished"]):
             return False
-        capped = self.state.get("stop", "").startswith(CAPPED.split("{")[0])
-        return not (capped and self.state["train_seconds"] < self.cap_minutes * 60)
+        stop = self.state.get("stop", "")
+        if stop.startswith(CAPPED.split("{")[0]):
+            return self.state["train_seconds"] >= self.cap_minutes * 60
+        if stop.startswith(EPOCH_LIMIT.split("{")[0]):
+            return self.max_epochs is None or len(self.state["curve"]) >= self.max_epochs
+        return True
 
     def claim(self):
         """Take the run for this process (True), or leave it to another live process that trains it (False).
@@ -177,6 +186,8 @@ class Run:
 
     def config(self):
         config_dict = {**self.spec["settings"], **self.overrides}
+        if self.max_epochs is not None:
+            config_dict["epochs"] = self.max_epochs
         config_dict.update(data_path=str(self.data_path), checkpoint_dir=str(self.folder))
         return Config(model=self.model, dataset=self.spec["dataset"], config_dict=config_dict)
 
@@ -189,7 +200,7 @@ class Run:
         }
 
     def train(self, budget_s):
-        """Train until early stopping, the last epoch or the budget; then test the best checkpoint."""
+        """Train until early stopping, the epoch limit, the cap or the budget; then test the best checkpoint."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         config = self.config()
@@ -210,7 +221,7 @@ class Run:
                       "training again from epoch 1", flush=True)
                 state = None
         state = state or self._fresh_state(model)
-        state["finished"] = False  # a capped run whose cap was raised trains on
+        state["finished"] = False  # a run whose cap or epoch limit was raised trains on
         device = f"{config['device']}: {describe_machine()}"
         if device not in state["devices"]:
             state["devices"].append(device)
@@ -250,7 +261,7 @@ class Run:
         try:
             trainer.fit(train_data, valid_data, saved=False, show_progress=config["show_progress"],
                         callback_fn=on_epoch_end)
-            stop = "early stopping" if trainer.cur_step > trainer.stopping_step else "last epoch"
+            stop = "early stopping" if trainer.cur_step > trainer.stopping_step else EPOCH_LIMIT.format(config["epochs"])
         except BudgetSpent as spent:
             if spent.capped:
                 stop = CAPPED.format(self.cap_minutes)
