@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 from recbole_tema.benchmark.__main__ import main as benchmark_main
+from recbole_tema.benchmark.runner import Run
 from support.raw_sources import write_split_rich
 
 PUBLISHED = {"name": "ABXI (published)", "food": {"hit@5": 0.25, "hit@10": 0.32, "ndcg@10": 0.19, "mrr": 0.16},
@@ -202,3 +203,17 @@ def test_a_configured_run_not_trained_yet_is_named_beside_the_tables(tmp_path):
     assert "Configured but not trained yet, so without a row: GRU4Rec (`--runs GRU4Rec` trains them)." in table
     assert "1 of 1 stored runs have finished (each row's status says which); not trained yet: GRU4Rec;" in (
         tmp_path / "README.md").read_text()
+
+
+def test_a_raised_patience_reopens_an_early_stopped_run(tmp_path):
+    # Stopped after 6 epochs without a new best (patience 5): done for good under 5, not under 10.
+    state_dir = tmp_path / "runs"
+    state_dir.mkdir()
+    curve = [{"epoch": epoch, "valid": {"mrr": 0.1}} for epoch in range(1, 11)]
+    (state_dir / "ABXI.json").write_text(json.dumps(
+        {"overrides": {}, "finished": True, "stop": "early stopping", "curve": curve, "best_epoch": 4}))
+    spec = {"work_dir": str(tmp_path / "work"), "state_dir": str(state_dir),
+            "settings": {"epochs": 100, "stopping_step": 5}}
+    assert Run("ABXI", {"model": "ABXI"}, spec, None).finished
+    assert not Run("ABXI", {"model": "ABXI", "stopping_step": 10}, spec, None).finished  # not a new run: trains on
+    assert Run("ABXI", {"model": "ABXI", "epochs": 200}, spec, None).finished  # more epochs do not reopen it

@@ -287,20 +287,24 @@ def grouped_mrr_table(runs, protocol, group_of, names, reference=None):
 
 
 def longest_wait(curve):
-    """Most epochs a run waited between one new best validation MRR and the next (0: improved every time)."""
+    """Most epochs a run waited between one best validation MRR and the next (0: improved every time).
+
+    A tie counts as a new best, as in RecBole's early stopping (which resets its patience on it).
+    """
     best, best_epoch, wait = -1.0, 0, 0
     for entry in curve:
-        if entry["valid"]["mrr"] > best:
+        if entry["valid"]["mrr"] >= best:
             if best >= 0:
                 wait = max(wait, entry["epoch"] - best_epoch - 1)
             best, best_epoch = entry["valid"]["mrr"], entry["epoch"]
     return wait
 
 
-def settings_table(states):
+def settings_table(states, patience):
+    """One row per run; ``patience`` is the benchmark's, shown for states written before a run recorded its own."""
     lines = ["| run | model | seed | parameters | overrides of the model's defaults | epochs run | best epoch | "
-             "longest wait for a new best | wall s | CPU s | mean load | stop |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "longest wait for a new best | patience | wall s | CPU s | mean load | stop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for state in states:
         shown = {key: value for key, value in state["overrides"].items() if key != "seed"}
         overrides = ", ".join(f"{key}={value}" for key, value in shown.items()) or "none"
@@ -308,7 +312,7 @@ def settings_table(states):
         load = f"{statistics.mean(loads):.1f}" if loads else ""
         lines.append(f"| {state['name']} | {state['model']} | {state['overrides'].get('seed', '')} | "
                      f"{state['parameters']:,} | {overrides} | {len(state['curve'])} | {state['best_epoch']} | "
-                     f"{longest_wait(state['curve'])} | {state['train_seconds']:.0f} | "
+                     f"{longest_wait(state['curve'])} | {state.get('patience', patience)} | {state['train_seconds']:.0f} | "
                      f"{state.get('cpu_seconds', 0.0):.0f} | {load} | {_status(state)} |")
     return lines
 
@@ -407,9 +411,11 @@ def _document(title, spec, data_path, runs, published, with_paired_tests, untrai
                       "tags, where it has any); LLM4CDSR, whose items have no ID embedding, from a zero vector.", ""]
             lines += by_text + [""]
     lines += ["## Runs", "",
-              f"`longest wait for a new best`: the most epochs a run went without a new best validation MRR before a "
-              f"later one; a patience of {patience} stops no run that would still improve after a wait that long.", ""]
-    lines += settings_table(states) + [""]
+              "`longest wait for a new best`: the most epochs a run went without a new best validation MRR (a tie "
+              "counts, as in RecBole's early stopping) before a later one; `patience`: the epochs without one after "
+              "which the run stops. A longest wait close to the patience says a longer patience might have found a "
+              "later best.", ""]
+    lines += settings_table(states, patience) + [""]
     lines += ["## Learning curves", ""] + curve_table(states) + [""]
     return "\n".join(lines)
 

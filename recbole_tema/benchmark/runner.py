@@ -115,13 +115,15 @@ class Run:
         self.name = name
         self.model = overrides["model"]
         self.group = overrides.get("group", name)
-        # The limits (minutes, epochs) are not part of a run's identity: they do not change its learning curve,
-        # so a run stopped by one trains on from its checkpoint once the limit is raised.
-        limits = ("model", "group", "max_run_minutes", "epochs")
+        # The limits (minutes, epochs, patience) are not part of a run's identity: they do not change its learning
+        # curve, so a run stopped by one trains on from its checkpoint once the limit is raised.
+        limits = ("model", "group", "max_run_minutes", "epochs", "stopping_step")
         self.overrides = {key: value for key, value in overrides.items() if key not in limits}
         # minutes of training + validation after which a still-improving run stops (its own, else the benchmark's)
         self.cap_minutes = overrides.get("max_run_minutes", spec.get("max_run_minutes", float("inf")))
-        self.max_epochs = overrides.get("epochs", spec["settings"].get("epochs"))  # None: the model's own default
+        # its own epoch limit and patience, else the benchmark's (None: the model's defaults)
+        self.max_epochs = overrides.get("epochs", spec["settings"].get("epochs"))
+        self.patience = overrides.get("stopping_step", spec["settings"].get("stopping_step"))
         self.spec = spec
         self.data_path = data_path
         self.folder = Path(spec["work_dir"]) / "runs" / name  # checkpoints
@@ -140,7 +142,7 @@ class Run:
 
     @property
     def finished(self):
-        """Done for good: converged, or stopped by a limit (its cap, its epochs) that has not been raised since."""
+        """Done for good: stopped by early stopping, its cap or its epochs, none of them raised since."""
         if not (self.state and self.state["finished"]):
             return False
         stop = self.state.get("stop", "")
@@ -148,7 +150,8 @@ class Run:
             return self.state["train_seconds"] >= self.cap_minutes * 60
         if stop.startswith(EPOCH_LIMIT.split("{")[0]):
             return self.max_epochs is None or len(self.state["curve"]) >= self.max_epochs
-        return True
+        stale = len(self.state["curve"]) - self.state["best_epoch"]  # epochs after the best: patience + 1 when it stopped
+        return self.patience is None or stale > self.patience
 
     def claim(self):
         """Take the run for this process (True), or leave it to another live process that trains it (False).
@@ -186,8 +189,8 @@ class Run:
 
     def config(self):
         config_dict = {**self.spec["settings"], **self.overrides}
-        if self.max_epochs is not None:
-            config_dict["epochs"] = self.max_epochs
+        limits = {"epochs": self.max_epochs, "stopping_step": self.patience}
+        config_dict.update({key: value for key, value in limits.items() if value is not None})
         config_dict.update(data_path=str(self.data_path), checkpoint_dir=str(self.folder))
         return Config(model=self.model, dataset=self.spec["dataset"], config_dict=config_dict)
 
@@ -221,7 +224,8 @@ class Run:
                       "training again from epoch 1", flush=True)
                 state = None
         state = state or self._fresh_state(model)
-        state["finished"] = False  # a run whose cap or epoch limit was raised trains on
+        state["finished"] = False  # a run whose cap, epoch limit or patience was raised trains on
+        state["patience"] = config["stopping_step"]
         device = f"{config['device']}: {describe_machine()}"
         if device not in state["devices"]:
             state["devices"].append(device)
