@@ -33,6 +33,7 @@ LAST_CHECKPOINT, BEST_CHECKPOINT = "last.pth", "best.pth"
 LOCK_FILE = "trained_by.pid"  # a run's folder holds it while a process trains that run
 CAPPED = "not converged in its {:g}-minute cap"  # the status of a run its max_run_minutes stopped
 EPOCH_LIMIT = "not converged in its {}-epoch limit"  # the status of a run that ended its epochs without early stopping
+LIMITS = ("max_run_minutes", "epochs", "stopping_step")  # a run's overrides that only say when it stops
 
 
 class BudgetSpent(Exception):
@@ -115,10 +116,9 @@ class Run:
         self.name = name
         self.model = overrides["model"]
         self.group = overrides.get("group", name)
-        # The limits (minutes, epochs, patience) are not part of a run's identity: they do not change its learning
-        # curve, so a run stopped by one trains on from its checkpoint once the limit is raised.
-        limits = ("model", "group", "max_run_minutes", "epochs", "stopping_step")
-        self.overrides = {key: value for key, value in overrides.items() if key not in limits}
+        # The limits are not part of a run's identity: they do not change its learning curve, so a run stopped
+        # by one trains on from its checkpoint once the limit is raised.
+        self.overrides = {key: value for key, value in overrides.items() if key not in ("model", "group", *LIMITS)}
         # minutes of training + validation after which a still-improving run stops (its own, else the benchmark's)
         self.cap_minutes = overrides.get("max_run_minutes", spec.get("max_run_minutes", float("inf")))
         # its own epoch limit and patience, else the benchmark's (None: the model's defaults)
