@@ -104,6 +104,12 @@ def _checkpoint_epochs(path):
     return torch.load(path, map_location="cpu", weights_only=False)["epoch"] + 1  # our own file, with its config
 
 
+def _is_status(stop, template):
+    """Whether ``stop`` is ``template`` (CAPPED, EPOCH_LIMIT) with its one placeholder filled in."""
+    head, tail = template.split("{")[0], template.split("}")[1]
+    return stop.startswith(head) and stop.endswith(tail)
+
+
 def _write_json(path, value):
     with atomic_open(path) as handle:  # an interrupted write keeps the previous file
         json.dump(value, handle, indent=1)
@@ -146,9 +152,9 @@ class Run:
         if not (self.state and self.state["finished"]):
             return False
         stop = self.state.get("stop", "")
-        if stop.startswith(CAPPED.split("{")[0]):
+        if _is_status(stop, CAPPED):
             return self.state["train_seconds"] >= self.cap_minutes * 60
-        if stop.startswith(EPOCH_LIMIT.split("{")[0]):
+        if _is_status(stop, EPOCH_LIMIT):
             return self.max_epochs is None or len(self.state["curve"]) >= self.max_epochs
         stale = len(self.state["curve"]) - self.state["best_epoch"]  # epochs after the best: patience + 1 when it stopped
         return self.patience is None or stale > self.patience
