@@ -205,13 +205,13 @@ def test_a_configured_run_not_trained_yet_is_named_beside_the_tables(tmp_path):
         tmp_path / "README.md").read_text()
 
 
-def _stopped_run(tmp_path, stop, epochs, best_epoch, train_seconds=0.0):
+def _stopped_run(tmp_path, stop, epochs, best_epoch, epoch_seconds=1.0):
     """Settings of a benchmark holding one stored run, ABXI, finished with ``stop``."""
     state_dir = tmp_path / "runs"
     state_dir.mkdir(exist_ok=True)
-    curve = [{"epoch": epoch, "valid": {"mrr": 0.1}} for epoch in range(1, epochs + 1)]
+    curve = [{"epoch": epoch, "valid": {"mrr": 0.1}, "seconds": epoch_seconds} for epoch in range(1, epochs + 1)]
     (state_dir / "ABXI.json").write_text(json.dumps({"overrides": {}, "finished": True, "stop": stop, "curve": curve,
-                                                     "best_epoch": best_epoch, "train_seconds": train_seconds}))
+                                                     "best_epoch": best_epoch, "train_seconds": epochs * epoch_seconds}))
     return {"work_dir": str(tmp_path / "work"), "state_dir": str(state_dir),
             "settings": {"epochs": 100, "stopping_step": 5}}
 
@@ -229,7 +229,8 @@ def test_each_limit_reopens_only_the_runs_it_stopped(tmp_path):
     spec = _stopped_run(tmp_path, "not converged in its 100-epoch limit", epochs=100, best_epoch=100)
     assert Run("ABXI", {"model": "ABXI"}, spec, None).finished  # no cap set: still done under its epoch limit
     assert not Run("ABXI", {"model": "ABXI", "epochs": 200}, spec, None).finished
-    spec = _stopped_run(tmp_path, "not converged in its 90-minute cap", epochs=8, best_epoch=8, train_seconds=5400.0)
+    # 8 epochs of 650 s (87 min): a 9th would end past 90 minutes, which is why the cap stopped it; not past 120.
+    spec = _stopped_run(tmp_path, "not converged in its 90-minute cap", epochs=8, best_epoch=8, epoch_seconds=650.0)
     assert Run("ABXI", {"model": "ABXI", "max_run_minutes": 90}, spec, None).finished
     assert Run("ABXI", {"model": "ABXI", "max_run_minutes": 90, "epochs": 200}, spec, None).finished
     assert not Run("ABXI", {"model": "ABXI", "max_run_minutes": 120}, spec, None).finished

@@ -110,6 +110,11 @@ def _is_status(stop, template):
     return stop.startswith(head) and stop.endswith(tail)
 
 
+def _slowest_epoch(curve):
+    """Seconds of the longest epoch so far: what the next one is expected to take at most."""
+    return max(entry["seconds"] for entry in curve)
+
+
 def _write_json(path, value):
     with atomic_open(path) as handle:  # an interrupted write keeps the previous file
         json.dump(value, handle, indent=1)
@@ -152,8 +157,8 @@ class Run:
         if not (self.state and self.state["finished"]):
             return False
         stop = self.state.get("stop", "")
-        if _is_status(stop, CAPPED):
-            return self.state["train_seconds"] >= self.cap_minutes * 60
+        if _is_status(stop, CAPPED):  # the rule it stopped by: its next epoch would have ended past the cap
+            return self.state["train_seconds"] + _slowest_epoch(self.state["curve"]) > self.cap_minutes * 60
         if _is_status(stop, EPOCH_LIMIT):
             return self.max_epochs is None or len(self.state["curve"]) >= self.max_epochs
         stale = len(self.state["curve"]) - self.state["best_epoch"]  # epochs after the best: patience + 1 when it stopped
@@ -262,8 +267,7 @@ class Run:
             state["train_seconds"] += seconds
             state["cpu_seconds"] += cpu_seconds
             _write_json(self.state_file, state)
-            slowest = max(entry["seconds"] for entry in state["curve"])
-            if now - began + slowest > min(budget_s, cap_s):
+            if now - began + _slowest_epoch(state["curve"]) > min(budget_s, cap_s):
                 raise BudgetSpent(capped=cap_s <= budget_s)
 
         trainer._valid_epoch = recorded_valid_epoch  # keeps each epoch's whole result for the learning curve
